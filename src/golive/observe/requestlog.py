@@ -34,16 +34,18 @@ LOG_URL_ENV = "GOLIVE_LOG_URL"
 _FIELDS = tuple(f.name for f in dataclasses.fields(RequestRecord))
 _BATCH = 256  # rows per background transaction: one fsync for many requests
 
+# Free text is Text, not String(n): PostgreSQL enforces VARCHAR lengths, and a
+# long model path or client id must not cost us the row there.
 metadata = sa.MetaData()
 requests_table = sa.Table(
     "requests",
     metadata,
-    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("id", sa.String(255), primary_key=True),
     sa.Column("created", sa.Float, nullable=False, index=True),
-    sa.Column("endpoint", sa.String(64), nullable=False),
-    sa.Column("model", sa.String(255), nullable=False),
-    sa.Column("tier_requested", sa.String(32), nullable=False),
-    sa.Column("tier_served", sa.String(32), nullable=False, index=True),
+    sa.Column("endpoint", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),  # may be a GGUF path
+    sa.Column("tier_requested", sa.Text, nullable=False),
+    sa.Column("tier_served", sa.Text, nullable=False, index=True),
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("queued_s", sa.Float, nullable=False),
     sa.Column("ttft_s", sa.Float, nullable=True),
@@ -54,9 +56,9 @@ requests_table = sa.Table(
     sa.Column("accepted_prediction_tokens", sa.Integer, nullable=False),
     sa.Column("rejected_prediction_tokens", sa.Integer, nullable=False),
     sa.Column("cost_usd", sa.Float, nullable=False),
-    sa.Column("finish_reason", sa.String(32), nullable=True),
+    sa.Column("finish_reason", sa.Text, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
-    sa.Column("client_id", sa.String(255), nullable=True),
+    sa.Column("client_id", sa.Text, nullable=True),
     sa.Column("stream", sa.Boolean, nullable=False),
     sa.Column("request_body", sa.Text, nullable=True),
     sa.Column("response_body", sa.Text, nullable=True),

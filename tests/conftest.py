@@ -1,0 +1,112 @@
+"""One real golive server per test session (more only where a test needs other flags)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+MODEL = "smollm2-135m-instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `golive serve` subprocess on 127.0.0.1, stopped by the test session."""
+
+    def __init__(self, data_dir: Path, *args: str):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, GOLIVE_DATA_DIR=str(data_dir))
+        self.log = open(data_dir / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "golive.cli", "serve", "--port", str(self.port), *args],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()}")
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("server did not become ready")
+
+    def client(self, **kw) -> OpenAI:
+        return OpenAI(base_url=self.base + "/v1", api_key="test-key", max_retries=0, **kw)
+
+    def aclient(self, **kw) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=self.base + "/v1", api_key="test-key", max_retries=0, **kw)
+
+    def health(self) -> dict:
+        return httpx.get(self.base + "/health", timeout=5).json()
+
+    def wait_idle(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            h = self.health()
+            if h["running"] == 0 and h["waiting"] == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"server still busy: {self.health()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Server:
+    s = Server(tmp_path_factory.mktemp("golive-main"))
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server) -> OpenAI:
+    return server.client()
+
+
+def greedy_tokens(lp_content) -> list[str]:
+    return [t.token for t in lp_content]
+
+
+def assert_same_or_near_tie(ref, other, gap: float = 0.1) -> bool:
+    """Greedy outputs must agree, except where the reference's best two tokens were
+    within `gap` logits: llama.cpp's CPU kernels give slightly different logits for
+    different batch shapes. Returns True when the outputs agree exactly.
+
+    `ref` and `other` are logprobs.content lists; `ref` needs top_logprobs >= 2.
+    """
+    for i, (a, b) in enumerate(zip(ref, other)):
+        if a.token != b.token:
+            top = a.top_logprobs
+            assert len(top) >= 2, "reference run needs top_logprobs >= 2"
+            d = top[0].logprob - top[1].logprob
+            assert d <= gap, (
+                f"outputs part at token {i} ({a.token!r} vs {b.token!r}) "
+                f"where the reference's top-2 gap was {d:.3f} > {gap}")
+            return False
+    return True
