@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from golive.api import structured
 from golive.api.errors import engine_error_response, error_body
 from golive.api.generation import ClientGone, Run, build_request, check_model
 from golive.api.render import chat_logprobs, completion_logprobs, sse, usage_dict
@@ -41,9 +42,6 @@ def _chat_messages(body: ChatCompletionRequest) -> list[dict]:
 
 
 def _check_chat(body: ChatCompletionRequest) -> None:
-    if body.response_format is not None or body.tools:
-        raise InvalidRequest("response_format and tools are not supported yet", "response_format"
-                             if body.response_format is not None else "tools")
     if body.prediction is not None:
         raise InvalidRequest("prediction is not supported yet", "prediction")
 
@@ -53,12 +51,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     state = request.app.state
     model_id = check_model(body, state)
     _check_chat(body)
-    prompt = state.backend.render_chat(_chat_messages(body))
+    plan = await structured.prepare(body, state.backend)  # response_format, tools: 400 if bad
+    prompt = state.backend.render_chat(plan.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
     req = build_request(body, prompt, state, max_tokens, body.logprobs, body.top_logprobs or 0)
+    req.grammar = plan.grammar
     run = Run(request, "/v1/chat/completions", body, req, model_id, "chatcmpl")
     if body.stream:
-        return await _stream(run, _chat_chunks(run))
+        return await _stream(run, _chat_chunks(run, plan))
     try:
         await run.collect()
     except ClientGone:
@@ -66,6 +66,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     except EngineError as exc:
         return engine_error_response(exc)
     assert run.final is not None
+    messages = [structured.chat_message(plan, c.text, c.finish_reason) for c in run.choices]
     return JSONResponse({
         "id": run.id,
         "object": "chat.completion",
@@ -73,10 +74,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
         "model": model_id,
         "choices": [{
             "index": i,
-            "message": {"role": "assistant", "content": c.text, "refusal": None,
-                        "annotations": []},
+            "message": messages[i][0],
             "logprobs": chat_logprobs(c.logprobs) if body.logprobs else None,
-            "finish_reason": c.finish_reason,
+            "finish_reason": messages[i][1],
         } for i, c in enumerate(run.choices)],
         "usage": usage_dict(run.final.usage),
         "service_tier": run.tier,
@@ -84,8 +84,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     }, headers=_headers(run))
 
 
-async def _chat_chunks(run: Run) -> AsyncIterator[bytes]:
+async def _chat_chunks(run: Run, plan: structured.Plan) -> AsyncIterator[bytes]:
     body: ChatCompletionRequest = run.body  # type: ignore[assignment]
+    out = structured.StreamDeltas(plan, run.req.n)  # text -> content / tool-call deltas
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def chunk(choices: list[dict], usage: dict | None = None, last: bool = False) -> bytes:
@@ -103,12 +104,18 @@ async def _chat_chunks(run: Run) -> AsyncIterator[bytes]:
         if isinstance(ev, Delta):
             if not ev.text and not ev.logprobs:
                 continue
-            yield chunk([{"index": ev.index, "delta": {"content": ev.text},
-                          "logprobs": chat_logprobs(ev.logprobs) if ev.logprobs else None,
-                          "finish_reason": None}])
+            lp = chat_logprobs(ev.logprobs) if ev.logprobs else None
+            for delta in out.feed(ev.index, ev.text):
+                yield chunk([{"index": ev.index, "delta": delta, "logprobs": lp,
+                              "finish_reason": None}])
+                lp = None
         elif isinstance(ev, ChoiceFinished):
+            rest, reason = out.finish(ev.index, ev.reason)
+            for delta in rest:
+                yield chunk([{"index": ev.index, "delta": delta, "logprobs": None,
+                              "finish_reason": None}])
             yield chunk([{"index": ev.index, "delta": {}, "logprobs": None,
-                          "finish_reason": ev.reason}])
+                          "finish_reason": reason}])
         elif isinstance(ev, Finished) and include_usage:
             yield chunk([], usage_dict(ev.usage), last=True)
 

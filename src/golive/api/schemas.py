@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 ServiceTier = Literal["auto", "default", "flex", "priority", "scale"]
 
@@ -86,15 +94,91 @@ class _Sampling(_Body):
         return stops
 
 
+# ---- structured outputs and tools (checked further in api/structured.py) -----
+
+# OpenAI: a-z, A-Z, 0-9, underscores and dashes, at most 64 characters
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class JSONSchemaFormat(_Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    # `schema` would shadow a BaseModel attribute
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+class FunctionDefinition(_Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Body):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Body):
+    name: str
+
+
+class NamedToolChoice(_Body):
+    type: Literal["function"]
+    function: FunctionName
+
+
+TOOL_CHOICE_MODES = ("none", "auto", "required")
+
+
+def _tool_choice_shape(v: Any) -> Any:
+    """One clear message for a bad tool_choice instead of one per union member."""
+    named = '{"type": "function", "function": {"name": "..."}}'
+    if isinstance(v, str) and v not in TOOL_CHOICE_MODES:
+        raise PydanticCustomError(
+            "tool_choice", "must be 'none', 'auto', 'required' or {named}", {"named": named})
+    if isinstance(v, dict):
+        fn = v.get("function")
+        if v.get("type") != "function" or not isinstance(fn, dict) or not isinstance(
+                fn.get("name"), str):
+            raise PydanticCustomError(
+                "tool_choice", "a named tool choice must be {named}", {"named": named})
+    return v
+
+
+ToolChoice = Annotated[
+    Literal["none", "auto", "required"] | NamedToolChoice, BeforeValidator(_tool_choice_shape)
+]
+
+
+class ToolCallFunction(_Body):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Body):
+    """An assistant message's tool call, as sent back in the conversation."""
+
+    id: str
+    type: Literal["function"]
+    function: ToolCallFunction
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     prediction: Prediction | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")

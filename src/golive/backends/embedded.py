@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 from golive.engine.engine import Engine, EngineConfig
+from golive.engine.grammar import GrammarCompiler
 from golive.engine.model import Model
 from golive.engine.types import EngineError, Event, Finished, GenerationRequest
 
@@ -17,10 +19,20 @@ class EmbeddedBackend:
         self.engine = Engine(self.model, config)
         self.model_id = self.model.id
         self.aliases = {self.model.id, self.model.path.stem, self.model.path.name}
+        self._compiler: GrammarCompiler | None = None
+        self._compiler_lock = threading.Lock()
 
     @property
     def max_context(self) -> int:
         return self.engine.max_context
+
+    @property
+    def grammar_compiler(self) -> GrammarCompiler:
+        """One compiler (and grammar cache) per model, built on first use (~1 s)."""
+        with self._compiler_lock:
+            if self._compiler is None:
+                self._compiler = GrammarCompiler(self.model.handle)
+            return self._compiler
 
     def start(self) -> None:
         self.engine.start()

@@ -31,7 +31,7 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 from golive.engine.schema_check import check_strict_schema
 from golive.engine.types import InvalidRequest
 
-__all__ = ["Grammar", "GrammarCompiler", "Matcher", "apply_mask", "mask_allows"]
+__all__ = ["Grammar", "GrammarCompiler", "Matcher", "apply_mask", "lark_json", "mask_allows"]
 
 # Compact JSON: llguidance allows free whitespace between tokens by default,
 # which the model may spend tokens on; with it off, output is as short as it gets.
@@ -180,15 +180,20 @@ class GrammarCompiler:
     # ---- public entry points ------------------------------------------------
 
     def compile_json_schema(
-        self, schema: dict[str, Any], strict: bool = False, param: str = "response_format"
+        self,
+        schema: dict[str, Any],
+        strict: bool = False,
+        param: str = "response_format",
+        what: str = "response_format",
     ) -> Grammar:
         """JSON constrained by `schema`. strict=True applies OpenAI's strict-mode rules
         first and lets llguidance refuse what it cannot enforce exactly; otherwise
-        keywords llguidance does not implement are ignored (best effort, like OpenAI)."""
+        keywords llguidance does not implement are ignored (best effort, like OpenAI).
+        Errors point at `param` and name the schema as `what`."""
         if not isinstance(schema, dict):
             raise InvalidRequest("the JSON schema must be a JSON object", param=param)
         if strict:
-            check_strict_schema(schema)
+            check_strict_schema(schema, param=param, what=what)
         options = {**_COMPACT, "lenient": not strict}
         # No sort_keys: property order in the schema is the output order, so two
         # schemas differing only in order are different grammars.
@@ -247,6 +252,13 @@ class GrammarCompiler:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return g
+
+
+def lark_json(schema: dict[str, Any], strict: bool = False) -> str:
+    """`%json {...}` for a Lark grammar: the schema with the same compact, strict-or-lenient
+    options compile_json_schema uses (llguidance reads them from a top-level "x-guidance")."""
+    options = {**_COMPACT, "lenient": not strict, **schema.get("x-guidance", {})}
+    return "%json " + _canonical({**schema, "x-guidance": options})
 
 
 def _canonical(obj: Any) -> str:

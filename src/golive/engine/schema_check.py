@@ -41,10 +41,14 @@ def _ptr(path: tuple[str, ...]) -> str:
     return "#" + "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in path)
 
 
-def _fail(msg: str, path: tuple[str, ...]) -> InvalidRequest:
-    return InvalidRequest(
-        f"Invalid schema for response_format (strict): {msg} (at {_ptr(path)})", param=PARAM
-    )
+class _Fail(Exception):
+    """A rule broken at a schema location; check_strict_schema words it for its caller."""
+
+    def __init__(self, msg: str, path: tuple[str, ...]) -> None:
+        super().__init__(f"{msg} (at {_ptr(path)})")
+
+
+_fail = _Fail
 
 
 class _Checker:
@@ -167,8 +171,15 @@ class _Checker:
             )
 
 
-def check_strict_schema(schema: Any) -> None:
-    """Raise InvalidRequest(param="response_format") if OpenAI strict mode would reject it."""
-    if not isinstance(schema, dict):
-        raise _fail("the schema must be a JSON object", ())
-    _Checker(schema).run()
+def check_strict_schema(schema: Any, param: str = PARAM, what: str = PARAM) -> None:
+    """Raise InvalidRequest(param=param) if OpenAI strict mode would reject `schema`.
+
+    `what` names the schema in the message as OpenAI does ("response_format 'name'",
+    "function 'get_weather'"); `param` is the request field the error points at.
+    """
+    try:
+        if not isinstance(schema, dict):
+            raise _fail("the schema must be a JSON object", ())
+        _Checker(schema).run()
+    except _Fail as e:
+        raise InvalidRequest(f"Invalid schema for {what} (strict): {e}", param=param) from None
