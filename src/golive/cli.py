@@ -9,11 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from golive.batch.offline import batch_app
 from golive.observe.logview import log_app
 
 app = typer.Typer(help="golive: take LLM applications live, on your own machine.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(log_app, name="log")
+app.add_typer(batch_app, name="batch")
 
 
 def _engine_config(slots: int, ctx: int, threads: int, step_tokens: int, no_prefix_cache: bool):
@@ -39,12 +41,17 @@ def serve(
     no_request_log: Annotated[bool, typer.Option("--no-request-log", help="Do not write the request log")] = False,
     log_bodies: Annotated[bool, typer.Option("--log-bodies", help="Store prompts and responses in the request log")] = False,
     prices: Annotated[Optional[Path], typer.Option(help="Price table TOML")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest file /v1/files accepts, in MB")] = 512.0,
+    batch_db: Annotated[Optional[str], typer.Option(help="Batch store URL (default: SQLite in the data dir)")] = None,
+    no_batch_runner: Annotated[bool, typer.Option("--no-batch-runner", help="Accept batches but run none here (another gateway on the same store does)")] = False,
+    batch_window: Annotated[float, typer.Option(help="Seconds the '24h' completion window lasts (for tests)", hidden=True)] = 86400.0,
 ) -> None:
     """Start the OpenAI-compatible server on the embedded engine."""
     import uvicorn
 
     from golive.api.app import ServerSettings, create_app
     from golive.backends.embedded import EmbeddedBackend
+    from golive.batch.service import BatchSettings
 
     if model is not None and not model.is_file():
         raise typer.BadParameter(f"no such file: {model}", param_hint="--model")
@@ -52,7 +59,10 @@ def serve(
                               _engine_config(slots, ctx, threads, step_tokens, no_prefix_cache))
     settings = ServerSettings(flex_queue_timeout=flex_timeout, priority_tokens_per_min=priority_tpm,
                               log_db=log_db, request_log=not no_request_log, log_bodies=log_bodies,
-                              prices=str(prices) if prices else None)
+                              prices=str(prices) if prices else None,
+                              batch=BatchSettings(db=batch_db, runner=not no_batch_runner,
+                                                  window_s=batch_window,
+                                                  max_upload_bytes=int(max_upload_mb * 1024 * 1024)))
     typer.echo(f"golive: serving {backend.model_id} on http://{host}:{port}/v1", err=True)
     uvicorn.run(create_app(backend, settings), host=host, port=port, log_level="warning")
 

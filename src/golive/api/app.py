@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.responses import Response
 
 from golive.api import errors
+from golive.api.batches import router as batches_router
+from golive.api.files import router as files_router
 from golive.api.routes import router
 from golive.api.tier_policy import TierPolicy
+from golive.batch.execute import BatchTierMiddleware
+from golive.batch.service import BatchService, BatchSettings
 from golive.observe.cost import PriceTable
 from golive.observe.metrics import Metrics
 from golive.observe.observer import Observer
@@ -26,6 +30,7 @@ class ServerSettings:
     request_log: bool = True
     log_bodies: bool = False
     prices: str | None = None  # price table path; None = built-in
+    batch: BatchSettings = field(default_factory=BatchSettings)  # files and batches API
 
 
 def create_app(backend, settings: ServerSettings | None = None) -> FastAPI:
@@ -34,9 +39,11 @@ def create_app(backend, settings: ServerSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         backend.start()
+        await app.state.batch.start()
         try:
             yield
         finally:
+            await app.state.batch.stop()  # before the engine: lines in flight stay pending
             app.state.observer.close()
             backend.close()
 
@@ -55,6 +62,10 @@ def create_app(backend, settings: ServerSettings | None = None) -> FastAPI:
         app.state.tier_policy,
     )
     app.include_router(router)
+    app.state.batch = BatchService(app, settings.batch)
+    app.add_middleware(BatchTierMiddleware, secret=app.state.batch.secret)
+    app.include_router(files_router)
+    app.include_router(batches_router)
 
     @app.get("/metrics")
     async def metrics() -> Response:

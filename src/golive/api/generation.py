@@ -38,6 +38,10 @@ class ClientGone(Exception):
 
 def resolve_tier(asked: str | None, state) -> Tier:
     """The tier a request is served at; the policy may downgrade priority."""
+    from golive.batch.execute import is_batch_request
+
+    if is_batch_request():  # sent by the batch runner: below flex, whatever the line asked
+        return Tier.BATCH
     if asked in (None, "auto", "default", "scale"):
         return Tier.DEFAULT
     if asked == "flex":
