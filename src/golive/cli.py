@@ -10,11 +10,13 @@ from typing import Annotated, Optional
 import typer
 
 from golive.batch.offline import batch_app
+from golive.evals.cli import eval_app
 from golive.observe.logview import log_app
 
 app = typer.Typer(help="golive: take LLM applications live, on your own machine.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(log_app, name="log")
+app.add_typer(eval_app, name="eval")
 app.add_typer(batch_app, name="batch")
 
 
