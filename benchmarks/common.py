@@ -227,6 +227,73 @@ async def stream_chat(
     )
 
 
+@dataclass
+class EchoedStream:
+    """A stream's timings plus what the server said back about how it served it."""
+
+    sample: StreamSample
+    service_tier: str | None  # the tier echoed in the chunks (None: not echoed)
+
+
+async def stream_chat_echo(
+    client: AsyncOpenAI,
+    model: str,
+    messages: list[ChatCompletionMessageParam],
+    max_tokens: int,
+    temperature: float = 0.0,
+    **create_kwargs: Any,
+) -> EchoedStream:
+    """Like `stream_chat`, with extra `create()` arguments (`service_tier`, `extra_body`, ...)
+    and the `service_tier` the server echoes. API errors (e.g. a 429) propagate."""
+    start = time.monotonic()
+    first: float | None = None
+    last: float | None = None
+    chunks_with_content = 0
+    finish: str | None = None
+    usage: Any = None
+    tier: str | None = None
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        stream=True,
+        stream_options={"include_usage": True},
+        **create_kwargs,
+    )
+    async for chunk in stream:
+        tier = getattr(chunk, "service_tier", None) or tier
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                now = time.monotonic()
+                first = now if first is None else first
+                last = now
+                chunks_with_content += 1
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    end = time.monotonic()
+    tokens = int(usage.completion_tokens) if usage is not None else chunks_with_content
+    details = getattr(usage, "prompt_tokens_details", None) if usage is not None else None
+    decode_tps = None
+    if first is not None and last is not None and last > first and tokens > 1:
+        decode_tps = (tokens - 1) / (last - first)
+    sample = StreamSample(
+        ttft_s=(first if first is not None else end) - start,
+        e2e_s=end - start,
+        completion_tokens=tokens,
+        decode_tps=decode_tps,
+        prompt_tokens=int(usage.prompt_tokens) if usage is not None else None,
+        cached_tokens=getattr(details, "cached_tokens", None),
+        finish_reason=finish,
+        usage_reported=usage is not None,
+        start_s=start,
+        end_s=end,
+    )
+    return EchoedStream(sample, tier)
+
+
 async def concurrent_streams(
     client: AsyncOpenAI,
     model: str,
@@ -249,6 +316,18 @@ def median(values: Sequence[float | None]) -> float | None:
 
 def ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
+
+
+def percentile(values: Sequence[float | None], q: float) -> float | None:
+    """The q-th percentile (0-100) with linear interpolation between samples, as numpy's
+    default; None when there is no sample, the value itself for one sample."""
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return None
+    pos = (len(present) - 1) * min(max(q, 0.0), 100.0) / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(present) - 1)
+    return present[lo] + (present[hi] - present[lo]) * (pos - lo)
 
 
 # --- results ---------------------------------------------------------------
