@@ -40,7 +40,7 @@ eval_app = typer.Typer(cls=_RunByDefault, no_args_is_help=True,
 
 
 def _fail(err: Exception) -> None:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # one problem per line, never wrapped
     if isinstance(err, EvalFileErrors):
         console.print(f"[red]error:[/red] {len(err.errors)} problem(s) in the eval file:")
         for e in err.errors:
@@ -70,6 +70,8 @@ def run(
     repeats: Annotated[int | None, typer.Option(min=1, help="Repeat each case N times")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Model calls in flight")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N cases")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        min=1, help="Cap every variant's max_tokens (quick smoke runs)")] = None,
     variant: Annotated[list[str] | None, typer.Option(
         "--variant", help="Run only this variant (repeatable)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Call the models even when "
@@ -87,8 +89,8 @@ def run(
     from golive.evals.runner import RunOptions, run_eval
 
     opts = RunOptions(base_url=base_url, model=model, repeats=repeats, concurrency=concurrency,
-                      limit=limit, variants=variant or None, use_cache=not no_cache,
-                      resume=resume, progress=not no_progress)
+                      limit=limit, max_tokens=max_tokens, variants=variant or None,
+                      use_cache=not no_cache, resume=resume, progress=not no_progress)
     with _store(db) as store:
         try:
             result = asyncio.run(run_eval(file, opts, store))

@@ -37,30 +37,38 @@ def _ms(s: float | None) -> str:
 
 
 def terminal_table(summary: dict[str, Any], console: Console | None = None) -> None:
+    """Two tables so each fits an 80-column terminal: outcome, cost and latency per variant;
+    then each grader's mean per variant."""
     console = console or Console()
     reps = summary["repeats"]
-    t = Table(title=f"eval {summary['name']} · run {summary['run_id']} · {summary['cases']} "
-                    f"cases" + (f" × {reps} repeats" if reps > 1 else ""),
-              box=box.SIMPLE_HEAD, caption="score: weighted mean of the graders (0..1); "
-                                           "latency in ms; cost in USD")
-    cols = ["variant", "score", "pass rate"] + [g["name"] for g in summary["graders"]] + [
-        "errors", "p50 ms", "p95 ms", "tokens out", "cost", "cost/case"]
-    for c in cols:
-        t.add_column(rich_escape(c), justify="left" if c == "variant" else "right")
+    t = Table(title=f"eval {rich_escape(summary['name'])} · run {summary['run_id']} · "
+                    f"{summary['cases']} cases" + (f" × {reps} repeats" if reps > 1 else ""),
+              box=box.SIMPLE_HEAD, caption="score: weighted grader mean (0..1)",
+              show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    name_w = min(16, max(len(v["name"]) for v in summary["variants"]))
+    for c in ("variant", "score", "pass", "err", "p50 ms", "p95 ms", "tok out", "cost $",
+              "$/case"):
+        t.add_column(c, justify="left" if c == "variant" else "right", overflow="fold",
+                     no_wrap=c != "variant", min_width=name_w if c == "variant" else None)
     for v in summary["variants"]:
-        grader_cells = []
+        t.add_row(rich_escape(v["name"]), _pm(v["score"], reps), _pm(v["pass_rate"], reps),
+                  str(v["errors"]) if not v["errors"] else f"[red]{v['errors']}",
+                  _ms(v["latency_s"]["p50"]), _ms(v["latency_s"]["p95"]),
+                  str(v["tokens"]["completion"]), f"{v['cost_usd']['total']:.2e}",
+                  f"{v['cost_usd']['per_case']:.1e}")
+    console.print(t)
+    g_table = Table(title="grader means (n/m: not measured)", box=box.SIMPLE_HEAD)
+    g_table.add_column("variant", overflow="fold")
+    for g in summary["graders"]:
+        g_table.add_column(rich_escape(g["name"]), justify="right", overflow="fold")
+    for v in summary["variants"]:
+        cells = []
         for g in summary["graders"]:
             gs = v["graders"][g["name"]]
-            cell = _pm(gs, reps)
-            if gs["not_measured"]:
-                cell += f" ({gs['not_measured']} n/m)"
-            grader_cells.append(cell)
-        t.add_row(rich_escape(v["name"]), _pm(v["score"], reps), _pm(v["pass_rate"], reps),
-                  *grader_cells, str(v["errors"]) if not v["errors"] else f"[red]{v['errors']}",
-                  _ms(v["latency_s"]["p50"]), _ms(v["latency_s"]["p95"]),
-                  str(v["tokens"]["completion"]), f"{v['cost_usd']['total']:.6f}",
-                  f"{v['cost_usd']['per_case']:.2e}")
-    console.print(t)
+            cells.append(_pm(gs, reps) + (f" ({gs['not_measured']} n/m)"
+                                          if gs["not_measured"] else ""))
+        g_table.add_row(rich_escape(v["name"]), *cells)
+    console.print(g_table)
     calls = summary["calls"]
     console.print(f"model calls: {calls['model_calls']} · served from cache: "
                   f"{calls['cache_hits']} · judge calls: {calls['judge_calls']}")

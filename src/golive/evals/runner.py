@@ -35,6 +35,7 @@ class RunOptions:
     repeats: int | None = None
     concurrency: int | None = None
     limit: int | None = None  # first N cases only
+    max_tokens: int | None = None  # cap every variant's max_tokens (quick smoke runs)
     variants: list[str] | None = None  # run only these
     use_cache: bool = True
     resume: str | None = None  # run id to continue
@@ -62,6 +63,10 @@ class Evaluation:
         self.cases: list[Example] = load_examples(self.base_dir / self.spec.dataset.path,
                                                   opts.limit or self.spec.dataset.limit)
         variants = resolve_variants(self.spec, self.base_dir, opts.base_url, opts.model)
+        if opts.max_tokens:
+            for v in variants:
+                v.parameters.max_tokens = min(v.parameters.max_tokens or opts.max_tokens,
+                                              opts.max_tokens)
         if opts.variants:
             unknown = set(opts.variants) - {v.name for v in variants}
             if unknown:
