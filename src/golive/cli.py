@@ -153,5 +153,14 @@ def models() -> None:
     Console().print(t)
 
 
+# ---- application levers (golive.patterns) ----------------------------------------
+
+from golive.levers_demo import levers_app  # noqa: E402
+from golive.patterns.lint import lint_prompt_command  # noqa: E402
+
+app.add_typer(levers_app, name="levers")
+app.command("lint-prompt")(lint_prompt_command)
+
+
 if __name__ == "__main__":
     app()

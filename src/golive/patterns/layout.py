@@ -225,7 +225,8 @@ class PrefixStats:
     # earlier request: what a warm prefix cache serves as cached_tokens
     cacheable_tokens: int
     cacheable_tokens_reordered: int
-    findings: dict[str, int]  # "message 0 paragraph 0 (date)" -> requests it occurs in
+    findings: dict[str, int]  # "message 0 (system) paragraph 0" -> requests it occurs in
+    kinds: dict[str, list[str]]  # same keys -> what was found there ("date", "id", ...)
     example: LintReport | None
 
     @property
@@ -291,14 +292,16 @@ def analyze_requests(requests: Iterable[str | Sequence[Message] | dict[str, Any]
     varying = varying_positions(msgs)
     before, after = [], []
     findings: dict[str, int] = {}
+    kinds: dict[str, list[str]] = {}
     example = None
     for m in msgs:
         rep = lint_prompt(m, tok, varying=varying)
         if rep.findings and example is None:
             example = rep
         for f in rep.findings:
-            key = f"message {f.message} ({f.role}) paragraph {f.paragraph}: {', '.join(f.kinds)}"
+            key = f"message {f.message} ({f.role}) paragraph {f.paragraph}"
             findings[key] = findings.get(key, 0) + 1
+            kinds[key] = list(dict.fromkeys([*kinds.get(key, []), *f.kinds]))
         before.append(encode_chat(tok, m))
         after.append(encode_chat(tok, rep.reordered))
     return PrefixStats(
@@ -307,6 +310,7 @@ def analyze_requests(requests: Iterable[str | Sequence[Message] | dict[str, Any]
         cacheable_tokens=sum(cacheable_prefix_tokens(before)),
         cacheable_tokens_reordered=sum(cacheable_prefix_tokens(after)),
         findings=findings,
+        kinds=kinds,
         example=example,
     )
 
