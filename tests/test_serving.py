@@ -78,9 +78,14 @@ def test_16_concurrent_streams_are_batched_and_none_starves(server):
     assert peak["running"] == 16
 
 
+# logit_bias bans the end-of-generation tokens, so only max_tokens could end these
+NO_EOS = {"0": -100, "2": -100, "4": -100}
+
+
 def test_disconnect_frees_the_slot(server):
     server.wait_idle()
     body = {"model": MODEL, "stream": True, "max_tokens": 3000, "temperature": 1.0,
+            "logit_bias": NO_EOS,
             "messages": [{"role": "user", "content": "Write an endless poem."}]}
     with httpx.stream("POST", server.base + "/v1/chat/completions", json=body, timeout=60) as r:
         got = 0
@@ -95,7 +100,7 @@ def test_disconnect_frees_the_slot(server):
 
 def test_disconnect_non_streaming_frees_the_slot(server):
     server.wait_idle()
-    body = {"model": MODEL, "max_tokens": 3000, "temperature": 1.0,
+    body = {"model": MODEL, "max_tokens": 3000, "temperature": 1.0, "logit_bias": NO_EOS,
             "messages": [{"role": "user", "content": "Write an endless poem."}]}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.base + "/v1/chat/completions", json=body, timeout=1.0)
@@ -131,6 +136,9 @@ BAD = [
     ("too many stop strings", _with(stop=["a", "b", "c", "d", "e"]), "stop"),
     ("top_logprobs too large", _with(logprobs=True, top_logprobs=50), "top_logprobs"),
     ("unknown service tier", _with(service_tier="gold"), "service_tier"),
+    ("logit_bias key not a token id", _with(logit_bias={"hello": 5}), "logit_bias"),
+    ("logit_bias value out of range", _with(logit_bias={"5": 500}), "logit_bias.5"),
+    ("logit_bias token outside vocab", _with(logit_bias={"999999": 5}), "logit_bias"),
 ]
 
 

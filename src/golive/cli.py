@@ -20,11 +20,12 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(batch_app, name="batch")
 
 
-def _engine_config(slots: int, ctx: int, threads: int, step_tokens: int, no_prefix_cache: bool):
+def _engine_config(slots: int, ctx: int, threads: int, step_tokens: int, no_prefix_cache: bool,
+                   no_prompt_lookup: bool = False):
     from golive.engine.engine import EngineConfig
 
     return EngineConfig(slots=slots, kv_size=ctx, threads=threads, step_tokens=step_tokens,
-                        prefix_cache=not no_prefix_cache)
+                        prefix_cache=not no_prefix_cache, prompt_lookup=not no_prompt_lookup)
 
 
 @app.command()
@@ -37,6 +38,7 @@ def serve(
     threads: Annotated[int, typer.Option(help="CPU threads (0 = all cores)")] = 0,
     step_tokens: Annotated[int, typer.Option(help="Prefill tokens per engine step")] = 256,
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Never reuse KV across requests")] = False,
+    no_prompt_lookup: Annotated[bool, typer.Option("--no-prompt-lookup", help="No speculative drafts from n-grams of the prompt")] = False,
     flex_timeout: Annotated[float, typer.Option(help="Seconds a flex request may wait before a 429")] = 30.0,
     priority_tpm: Annotated[Optional[float], typer.Option(help="Priority tokens/min beyond which priority is served as default")] = None,
     log_db: Annotated[Optional[str], typer.Option(help="Request-log database URL (default: SQLite in the data dir)")] = None,
@@ -58,7 +60,8 @@ def serve(
     if model is not None and not model.is_file():
         raise typer.BadParameter(f"no such file: {model}", param_hint="--model")
     backend = EmbeddedBackend(str(model) if model else None,
-                              _engine_config(slots, ctx, threads, step_tokens, no_prefix_cache))
+                              _engine_config(slots, ctx, threads, step_tokens, no_prefix_cache,
+                                             no_prompt_lookup))
     settings = ServerSettings(flex_queue_timeout=flex_timeout, priority_tokens_per_min=priority_tpm,
                               log_db=log_db, request_log=not no_request_log, log_bodies=log_bodies,
                               prices=str(prices) if prices else None,

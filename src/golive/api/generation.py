@@ -60,7 +60,19 @@ def check_model(body: _Sampling, state) -> str:
     return backend.model_id
 
 
-def sampling_of(body: _Sampling, logprobs: bool = False, top_logprobs: int = 0) -> SamplingParams:
+def logit_bias_of(body: _Sampling, n_vocab: int) -> dict[int, float] | None:
+    if not body.logit_bias:
+        return None
+    bias = {int(k): v for k, v in body.logit_bias.items()}
+    bad = [t for t in bias if t >= n_vocab]
+    if bad:
+        raise InvalidRequest(f"logit_bias token id {bad[0]} is outside the vocabulary "
+                             f"(0..{n_vocab - 1})", "logit_bias")
+    return bias
+
+
+def sampling_of(body: _Sampling, logprobs: bool = False, top_logprobs: int = 0,
+                n_vocab: int = 0) -> SamplingParams:
     return SamplingParams(
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
@@ -69,6 +81,7 @@ def sampling_of(body: _Sampling, logprobs: bool = False, top_logprobs: int = 0) 
         presence_penalty=body.presence_penalty or 0.0,
         logprobs=logprobs,
         top_logprobs=top_logprobs,
+        logit_bias=logit_bias_of(body, n_vocab),
     )
 
 
@@ -81,7 +94,7 @@ def build_request(body: _Sampling, prompt: list[int], state, max_tokens: int | N
                          else state.settings.flex_queue_timeout)
     return GenerationRequest(
         prompt=prompt,
-        sampling=sampling_of(body, logprobs, top_logprobs),
+        sampling=sampling_of(body, logprobs, top_logprobs, state.backend.model.n_vocab),
         max_tokens=max_tokens,
         stop=list(body.stop or []),
         n=body.n,

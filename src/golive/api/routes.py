@@ -43,7 +43,24 @@ def _chat_messages(body: ChatCompletionRequest) -> list[dict]:
 
 def _check_chat(body: ChatCompletionRequest) -> None:
     if body.prediction is not None:
-        raise InvalidRequest("prediction is not supported yet", "prediction")
+        _check_prediction(body)
+
+
+def _check_prediction(body: ChatCompletionRequest) -> None:
+    """The parameters OpenAI refuses next to `prediction`, with its wording."""
+    if body.n > 1:
+        raise InvalidRequest("n values greater than 1 are not supported with predicted outputs",
+                             "n")
+    if body.logprobs:
+        raise InvalidRequest("logprobs are not supported with predicted outputs", "logprobs")
+    if (body.presence_penalty or 0) > 0:
+        raise InvalidRequest("presence_penalty values greater than 0 are not supported with "
+                             "predicted outputs", "presence_penalty")
+    if (body.frequency_penalty or 0) > 0:
+        raise InvalidRequest("frequency_penalty values greater than 0 are not supported with "
+                             "predicted outputs", "frequency_penalty")
+    if body.tools:
+        raise InvalidRequest("tools are not supported with predicted outputs", "tools")
 
 
 @router.post("/v1/chat/completions")
@@ -56,6 +73,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     max_tokens = body.max_completion_tokens or body.max_tokens
     req = build_request(body, prompt, state, max_tokens, body.logprobs, body.top_logprobs or 0)
     req.grammar = plan.grammar
+    if body.prediction is not None:
+        req.prediction = state.backend.tokenize(body.prediction.text(), add_special=False)
     run = Run(request, "/v1/chat/completions", body, req, model_id, "chatcmpl")
     if body.stream:
         return await _stream(run, _chat_chunks(run, plan))

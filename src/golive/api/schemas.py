@@ -76,6 +76,7 @@ class _Sampling(_Body):
     seed: int | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     service_tier: ServiceTier | None = None
@@ -92,6 +93,17 @@ class _Sampling(_Body):
         if any(s == "" for s in stops):
             raise ValueError("stop sequences must not be empty")
         return stops
+
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_keys(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v and len(v) > 300:
+            raise ValueError("logit_bias may hold at most 300 tokens")
+        for k in v or {}:
+            if not k.isdigit():
+                raise ValueError(f"logit_bias keys must be token ids, got {k!r}")
+        return v
 
 
 # ---- structured outputs and tools (checked further in api/structured.py) -----

@@ -23,12 +23,14 @@ from typing import Callable
 
 import numpy as np
 
+from golive.engine.grammar import apply_mask
 from golive.engine.model import Model
 from golive.engine.prefix_cache import PrefixCache
 from golive.engine.runner import KVFull, Runner
 from golive.engine.sampling import log_softmax_at
 from golive.engine.scheduler import Scheduler
 from golive.engine.sequence import Group, Sequence, Status
+from golive.engine.speculation import PredictionDrafter, PromptLookup, prediction_counts
 from golive.engine.types import (
     ChoiceFinished,
     Delta,
@@ -57,6 +59,9 @@ class EngineConfig:
     default_every: int = 4  # under priority load, every Nth admission goes to default
     flex_reserve: int = 0  # slots flex may not take
     prefix_cache: bool = True
+    prompt_lookup: bool = True  # draft from n-grams of prompt and output
+    lookup_max_running: int = 4  # beyond this many running sequences lookup drafts cost more than they save
+    draft_budget: int = 64  # draft tokens verified per step, over all sequences
 
 
 @dataclass
@@ -72,6 +77,8 @@ class EngineStats:
     generated_tokens: int
     steps: int
     preemptions: int
+    draft_proposed: int
+    draft_accepted: int
 
 
 class Engine:
@@ -80,7 +87,7 @@ class Engine:
         self.config = cfg = config or EngineConfig()
         threads = cfg.threads or os.cpu_count() or 1
         self.n_ids = cfg.slots + max(cfg.cache_entries, 1)
-        self.max_batch = cfg.step_tokens + cfg.slots * 2
+        self.max_batch = cfg.step_tokens + cfg.slots + cfg.draft_budget
         self.runner = Runner(model, cfg.kv_size, self.n_ids, self.max_batch, threads)
         self.max_context = min(model.n_ctx_train or self.runner.kv_size, self.runner.kv_size)
         self.scheduler = Scheduler(cfg.slots, cfg.default_every, cfg.flex_reserve)
@@ -91,7 +98,8 @@ class Engine:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._n = dict(prompt=0, cached=0, generated=0, steps=0, preempt=0)
+        self._n = dict(prompt=0, cached=0, generated=0, steps=0, preempt=0, proposed=0,
+                       accepted=0)
         self._stats_lock = threading.Lock()
 
     # ---- public, thread-safe ----------------------------------------------
@@ -145,6 +153,8 @@ class Engine:
                 generated_tokens=self._n["generated"],
                 steps=self._n["steps"],
                 preemptions=self._n["preempt"],
+                draft_proposed=self._n["proposed"],
+                draft_accepted=self._n["accepted"],
             )
 
     # ---- the loop -----------------------------------------------------------
@@ -181,8 +191,15 @@ class Engine:
 
     def _add(self, group: Group) -> None:
         self._groups[group.req.id] = group
-        for i in range(group.req.n):
+        req = group.req
+        for i in range(req.n):
             seq = Sequence(group, i)
+            if req.grammar is not None:
+                seq.matcher = req.grammar.matcher()
+            if req.prediction:
+                seq.predictor = PredictionDrafter(req.prediction)
+            if self.config.prompt_lookup:
+                seq.lookup = PromptLookup(req.prompt)
             group.seqs.append(seq)
             self.scheduler.add(seq)
 
@@ -258,6 +275,7 @@ class Engine:
         if sid is None:
             return
         if seq.n_computed > 0:
+            self.runner.seq_rm(sid, seq.n_computed, -1)  # cells of rejected or unread drafts
             self.cache.insert(seq.tokens[: seq.n_computed], sid)
             self._lru[sid] = None
         else:
@@ -278,47 +296,118 @@ class Engine:
         if not running:
             return
         budget = self.config.step_tokens
+        draft_budget = self.config.draft_budget
+        lookup_ok = len(running) <= self.config.lookup_max_running
         toks: list[int] = []
         pos: list[int] = []
         sids: list[int] = []
         want: list[bool] = []
-        plan: list[tuple[Sequence, int, int]] = []  # (seq, tokens fed, logits index or -1)
+        # (seq, tokens fed before any draft, logits index of the first sampled row, draft)
+        plan: list[tuple[Sequence, int, int, list[int]]] = []
         # decoding sequences first: a stream never waits for someone's prefill
         for seq in sorted(running, key=lambda s: s.pending > 1):
             n = seq.pending
+            draft: list[int] = []
             if n > 1:
                 n = min(n, budget)
                 if n <= 0:
                     continue
                 budget -= n
+            elif draft_budget > 0:
+                draft = self._draft(seq, draft_budget, lookup_ok)
+                draft_budget -= len(draft)
             start = seq.n_computed
-            for i in range(n):
-                toks.append(seq.tokens[start + i])
-                pos.append(start + i)
-                sids.append(seq.seq_id)  # type: ignore[arg-type]
-                want.append(False)
-            if start + n == len(seq.tokens):
-                want[-1] = True
-                plan.append((seq, n, len(toks) - 1))
-            else:
-                plan.append((seq, n, -1))
+            feed = seq.tokens[start:start + n] + draft
+            toks.extend(feed)
+            pos.extend(range(start, start + len(feed)))
+            sids.extend([seq.seq_id] * len(feed))  # type: ignore[list-item]
+            ends = start + n == len(seq.tokens)
+            want.extend([False] * (n - 1) + [ends] + [True] * len(draft))
+            plan.append((seq, n, len(toks) - len(draft) - 1 if ends else -1, draft))
         self._make_room(len(toks))
         try:
             self.runner.decode(toks, pos, sids, want)
         except KVFull:
-            if not self._recover_kv():
-                return
+            self._recover_kv()
             return  # retry next step with the freed cells
         self._n["steps"] += 1
         now = time.monotonic()
-        for seq, fed, idx in plan:
+        for seq, fed, idx, draft in plan:
             seq.n_computed += fed
             if idx < 0:
                 continue
             if seq.n_prompt <= seq.n_computed and not self.cache.holds(seq.seq_id):
                 # prompt done: share it with later requests while this one runs
                 self.cache.insert(seq.tokens[: seq.n_prompt], seq.seq_id)  # type: ignore[arg-type]
-            self._sample(seq, self.runner.logits(idx), now)
+            self._verify(seq, idx, draft, now)
+
+    def _draft(self, seq: Sequence, budget: int, lookup_ok: bool) -> list[int]:
+        """Tokens to verify after the sequence's next one, or none."""
+        room = min(seq.group.max_new - seq.n_generated,
+                   self.max_context - len(seq.tokens)) - 1
+        limit = min(budget, room)
+        if limit <= 0:
+            return []
+        draft: list[int] = []
+        seq.draft_src = None
+        if seq.matcher is not None:
+            # tokens the grammar forces are certain: a free draft
+            draft = seq.matcher.forced_tokens()[:limit]
+            seq.draft_src = "grammar"
+        if not draft and seq.predictor is not None:
+            draft = seq.predictor.propose(seq.tokens[seq.n_prompt:])[:limit]
+            seq.draft_src = "prediction"
+        if not draft and seq.lookup is not None and lookup_ok:
+            draft = seq.lookup.propose(seq.tokens)[:limit]
+            seq.draft_src = "lookup"
+        if draft and seq.matcher is not None and seq.draft_src != "grammar":
+            draft = draft[: seq.matcher.validate_draft(draft)]
+        return draft
+
+    def _verify(self, seq: Sequence, idx: int, draft: list[int], now: float) -> None:
+        """Sample the row after the fed tokens and, while it agrees with the draft,
+        the rows after each draft token; drop the KV of the rejected rest."""
+        masks = None
+        if seq.matcher is not None and draft:
+            masks = seq.matcher.allocate_mask(len(draft) + 1)
+            seq.matcher.fill_draft_masks(draft, masks)
+        accepted = 0
+        emitted: list[int] = []
+        finished = False
+        for i in range(len(draft) + 1):
+            raw = self.runner.logits(idx + i)
+            row = seq.sampler.adjust(raw)
+            if seq.matcher is not None:
+                if row is raw:
+                    row = raw.copy()  # raw stays intact for logprobs
+                if masks is not None:
+                    apply_mask(row, masks[i])
+                else:
+                    seq.matcher.apply(row)
+            d = draft[i] if i < len(draft) else None
+            tok = seq.sampler.choose(row, d)
+            emitted.append(tok)
+            if self._emit(seq, tok, raw, now):
+                finished = True
+                break
+            if tok != d:
+                break
+            accepted += 1
+        if draft:
+            self._n["proposed"] += len(draft)
+            self._n["accepted"] += accepted
+            if seq.draft_src == "prediction":
+                seq.predictor.k.update(len(draft), accepted)  # type: ignore[union-attr]
+            elif seq.draft_src == "lookup":
+                seq.lookup.feedback(len(draft), accepted)  # type: ignore[union-attr]
+        if seq.predictor is not None:
+            seq.predictor.advance(emitted)
+        if finished:
+            return
+        # the accepted draft tokens have KV; the last sampled token is pending
+        seq.n_computed += accepted
+        if accepted < len(draft):
+            self.runner.seq_rm(seq.seq_id, seq.n_computed, -1)  # type: ignore[arg-type]
 
     def _make_room(self, incoming: int) -> None:
         """Evict old cache entries before the KV pool runs out."""
@@ -347,17 +436,19 @@ class Engine:
                 "max_tokens"))
         return False
 
-    def _sample(self, seq: Sequence, logits: np.ndarray, now: float) -> None:
+    def _emit(self, seq: Sequence, tok: int, logits: np.ndarray, now: float) -> bool:
+        """Append one sampled token and stream it; True when the choice ended."""
         g = seq.group
-        tok = seq.sampler.sample(logits)
         seq.sampler.record(tok)
         seq.tokens.append(tok)
         self._n["generated"] += 1
         if g.first_token_at is None:
             g.first_token_at = now
+        if seq.matcher is not None:
+            seq.matcher.accept(tok)
         if self.model.is_eog(tok):
             self._finish(seq, "stop")
-            return
+            return True
         lp = None
         if g.req.sampling.logprobs:
             lp = self._logprob(logits, tok, g.req.sampling.top_logprobs)
@@ -367,8 +458,13 @@ class Engine:
                          chunk.extras if g.req.sampling.logprobs else None))
         if seq.text.stopped:
             self._finish(seq, "stop", flush=False)
+        elif seq.matcher is not None and seq.matcher.is_done():
+            self._finish(seq, "stop")
         elif seq.n_generated >= g.max_new:
             self._finish(seq, "length")
+        else:
+            return False
+        return True
 
     def _logprob(self, logits: np.ndarray, tok: int, top: int) -> TokenLogprob:
         lp, tops = log_softmax_at(logits, tok, top)
@@ -393,8 +489,13 @@ class Engine:
         self._close_if_done(g)
 
     def _choice_usage(self, seq: Sequence) -> Usage:
-        return Usage(completion_tokens=seq.n_generated, accepted_prediction_tokens=seq.accepted,
-                     rejected_prediction_tokens=seq.rejected)
+        accepted = rejected = 0
+        if seq.predictor is not None:
+            out = [t for t in seq.tokens[seq.n_prompt:] if not self.model.is_eog(t)]
+            accepted, rejected = prediction_counts(seq.predictor.prediction, out)
+        # OpenAI counts rejected prediction tokens in completion_tokens (and bills them)
+        return Usage(completion_tokens=seq.n_generated + rejected, accepted_prediction_tokens=accepted,
+                     rejected_prediction_tokens=rejected)
 
     def _release(self, seq: Sequence) -> None:
         if seq.status is Status.FINISHED:

@@ -30,10 +30,15 @@ class Sampler:
         return self.params.temperature <= 0.0
 
     def adjust(self, logits: np.ndarray) -> np.ndarray:
-        """Logits after penalties (a copy when penalties apply)."""
+        """Logits after logit_bias and penalties (a copy when either applies)."""
         p = self.params
-        if self.counts and (p.frequency_penalty or p.presence_penalty):
+        if p.logit_bias:
             logits = logits.copy()
+            for tok, bias in p.logit_bias.items():
+                logits[tok] += bias
+        if self.counts and (p.frequency_penalty or p.presence_penalty):
+            if not p.logit_bias:
+                logits = logits.copy()
             toks = np.fromiter(self.counts.keys(), dtype=np.int64, count=len(self.counts))
             cnt = np.fromiter(self.counts.values(), dtype=np.float32, count=len(self.counts))
             logits[toks] -= cnt * p.frequency_penalty + p.presence_penalty
@@ -62,10 +67,29 @@ class Sampler:
         return np.arange(scaled.shape[0]), w / w.sum()
 
     def sample(self, logits: np.ndarray) -> int:
-        logits = self.adjust(logits)
+        return self.choose(self.adjust(logits))
+
+    def choose(self, logits: np.ndarray, draft: int | None = None) -> int:
+        """Pick a token from logits already adjusted (and masked).
+
+        With a draft token, speculative sampling's rule for a deterministic
+        draft: keep it with probability p(draft), else sample from p with the
+        draft removed. The result is distributed exactly as a plain sample, so
+        drafts change speed, never what the model says (in distribution).
+        """
         if self.greedy:
             return int(np.argmax(logits))
         cand, probs = self.probs(logits)
+        if draft is not None:
+            hit = np.flatnonzero(cand == draft)
+            if hit.size:
+                p_draft = float(probs[hit[0]])
+                if self.rng.random() < p_draft:
+                    return draft
+                probs = probs.copy()
+                probs[hit[0]] = 0.0
+                if probs.sum() <= 0.0:
+                    return draft
         # inverse CDF with one uniform draw per token keeps the stream reproducible
         i = int(np.searchsorted(np.cumsum(probs), self.rng.random() * probs.sum()))
         return int(cand[min(i, len(cand) - 1)])

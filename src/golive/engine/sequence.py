@@ -55,10 +55,12 @@ class Sequence:
         self.enqueued_at = time.monotonic()
         self.admitted_seq = 0  # admission order, to pick preemption victims
         self.preempted = False
-        self.accepted = 0
-        self.rejected = 0
         self.finish_reason: str | None = None
-        self.draft = None  # speculative draft source, set by the engine
+        # set by the engine: grammar state and draft sources
+        self.matcher = None  # engine.grammar.Matcher
+        self.predictor = None  # engine.speculation.PredictionDrafter
+        self.lookup = None  # engine.speculation.PromptLookup
+        self.draft_src: str | None = None  # who proposed the draft being verified
 
     @property
     def tier(self) -> Tier:

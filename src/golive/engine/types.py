@@ -35,6 +35,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     logprobs: bool = False
     top_logprobs: int = 0
+    logit_bias: dict[int, float] | None = None
 
 
 _ids = itertools.count(1)

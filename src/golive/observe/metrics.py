@@ -96,3 +96,9 @@ class _EngineCollector:
         yield CounterMetricFamily("golive_engine_steps", "llama_decode calls", value=st.steps)
         yield CounterMetricFamily("golive_preemptions", "Sequences preempted by priority",
                                   value=st.preemptions)
+        yield CounterMetricFamily("golive_draft_tokens_proposed",
+                                  "Speculative draft tokens verified (prediction, prompt lookup, "
+                                  "grammar-forced)", value=st.draft_proposed)
+        yield CounterMetricFamily("golive_draft_tokens_accepted",
+                                  "Speculative draft tokens the model agreed with",
+                                  value=st.draft_accepted)
