@@ -9,6 +9,7 @@ flag that `resolve_tier` reads, so only the runner can ask for the batch tier.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hmac
 import secrets
@@ -74,6 +75,8 @@ class AppExecutor:
             resp = await self.client.post(url, json=line.body, headers=headers)
         except httpx.HTTPError as exc:
             return error_result(line, "server_error", f"{type(exc).__name__}: {exc}")
+        if resp.status_code == 499:  # the handler saw its caller go: this line was cancelled
+            raise asyncio.CancelledError
         try:
             body = resp.json()
         except ValueError:

@@ -144,6 +144,7 @@ async def run_lines(app, lines: list[Line], endpoint: str, concurrency: int,
 
 def show_errors(errors: list[dict]) -> None:
     t = Table("line", "code", "param", "message", title="the input file is not a valid batch")
+    t.columns[1].no_wrap = True
     for e in errors[:50]:
         t.add_row(str(e.get("line") or ""), e["code"], e.get("param") or "", e["message"])
     console.print(t)

@@ -158,6 +158,11 @@ class BatchRunner:
     async def _run_line(self, batch_id: str, endpoint: str, ln: Line) -> None:
         try:
             result = await self.execute(batch_id, endpoint, ln)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Cancelled while in the app, which answered (499) instead of raising:
+                # that answer is no result, the line stays pending.
+                raise asyncio.CancelledError
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave a line hanging on an unexpected failure

@@ -76,7 +76,8 @@ def check_file(data: bytes, endpoint: str, resolve_model: Callable[[str], str | 
     """
     out = Checked()
     seen: dict[str, int] = {}
-    first_model: str | None = None
+    first_model: str | None = None  # the served model id
+    first_name: str | None = None  # the name the first line gave it
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -145,19 +146,21 @@ def check_file(data: bytes, endpoint: str, resolve_model: Callable[[str], str | 
             out.error("invalid_type", type_message("body.model", "string", model), number,
                       "body.model")
             ok = False
+        elif first_name is not None and model != first_name:
+            # Compared as written, as OpenAI does: one file, one model name.
+            out.error("mismatched_model", f"The model '{model}' for this request does not "
+                      "match the rest of the batch. Each batch must contain requests for a "
+                      "single model.", number, "body.model")
+            ok = False
         else:
+            first_name = model
             served = resolve_model(model)
             if served is None:
                 out.error("model_not_found", f"The provided model '{model}' is not supported by "
                           "the Batch API.", number, "body.model")
                 ok = False
-            elif first_model is None:
+            else:
                 first_model = served
-            elif served != first_model:
-                out.error("mismatched_model", f"The model '{model}' for this request does not "
-                          "match the rest of the batch. Each batch must contain requests for a "
-                          "single model.", number, "body.model")
-                ok = False
         if ok:
             out.lines.append(Line(number, custom_id, body))
     if not out.errors:
