@@ -224,6 +224,11 @@ def test_pairwise_grader_asks_both_orders():
     assert asyncio.run(g.grade(x, ScriptedJudge(["[[B]]", "[[A]]"]))).score == 0.0
     unreadable = asyncio.run(g.grade(x, ScriptedJudge(["[[A]]", "no idea"])))
     assert unreadable.score is None and "verdict" in unreadable.reason
+    # Identical answers are a tie without asking the judge.
+    silent = ScriptedJudge([])
+    same = asyncio.run(g.grade(GradeInput("Paris ", "Paris", messages=msgs, other="Paris"),
+                               silent))
+    assert same.score == 0.5 and silent.prompts == []
 
 
 def test_pointwise_judge_normalises_and_keeps_unparseable():

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import click
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -198,14 +199,20 @@ def compare(
     if as_json:
         typer.echo(json.dumps(out, indent=2))
     else:
-        t = Table("A", "B", "cases", "mean A", "mean B", "B - A", "95% CI", "p", "verdict",
-                  title=f"paired bootstrap, {samples} resamples")
+        t = Table(title=f"paired bootstrap, {samples} resamples\nA = {out['a']}, "
+                        f"B = {out['b']}", caption="n.s.: no significant difference (95% CI "
+                                                  "of B - A includes 0)",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        for col in ("A", "B", "cases", "A → B", "B - A", "95% CI", "p", "verdict"):
+            t.add_column(col, no_wrap=col not in ("A", "B"),
+                         justify="left" if col in ("A", "B", "verdict") else "right")
         for c in out["comparisons"]:
             color = {"better": "green", "worse": "red"}.get(c["verdict"], "white")
-            t.add_row(escape(c["a"]), escape(c["b"]), str(c["n"]), f"{c['mean_a']:.3f}",
-                      f"{c['mean_b']:.3f}", f"{c['diff']:+.3f}",
+            verdict = c["verdict"].replace("no significant difference", "n.s.")
+            t.add_row(escape(c["a"].split(":", 1)[1]), escape(c["b"].split(":", 1)[1]),
+                      str(c["n"]), f"{c['mean_a']:.3f} → {c['mean_b']:.3f}", f"{c['diff']:+.3f}",
                       f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", f"{c['p_value']:.3f}",
-                      f"[{color}]{c['verdict']}")
+                      f"[{color}]{verdict}")
         Console().print(t)
     if fail_on_regression and any(c["verdict"] == "worse" for c in out["comparisons"]):
         raise typer.Exit(EXIT_GATE)

@@ -197,6 +197,10 @@ class PairwiseGrader(_JudgeBase):
     async def grade(self, x: GradeInput, chat: Chat) -> Grade:
         if x.other is None:
             return Grade(None, "nothing to compare against (this is the baseline variant)")
+        if x.output.strip() == x.other.strip():
+            # Nothing for a judge to tell apart; asking would only measure position bias.
+            return Grade(0.5, f"tie against {self.spec.against} (identical answers)",
+                         {"outcome": "tie", "judge_replies": []})
         task, crit = task_text(x), self.spec.criteria
         r1 = await self.ask(chat, pairwise_prompt(crit, task, x.output, x.other))
         r2 = await self.ask(chat, pairwise_prompt(crit, task, x.other, x.output))
