@@ -62,7 +62,11 @@ class ModelCall:
 
     @property
     def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.client.chat.completions.create)
+        from openai import AsyncOpenAI
+
+        # openai wraps `create` in decorators, so look through them too
+        return isinstance(self.client, AsyncOpenAI) or inspect.iscoroutinefunction(
+            inspect.unwrap(self.client.chat.completions.create))
 
     def call(self, query: str | Sequence[dict], **extra: Any) -> Any:
         return self.client.chat.completions.create(
