@@ -294,6 +294,17 @@ def test_bertscore_known_values():
         pytest.approx((raw - 0.2) / 0.8, abs=1e-5)
 
 
+def test_bertscore_baseline_from_unrelated_pairs():
+    from golive.evals.graders.semantic import bertscore_baseline
+
+    sents = ["The cat sat on the mat.", "Stock prices fell sharply today.",
+             "Paris is the capital of France.", "Rain is expected this weekend."]
+    p, r, f = bertscore_baseline(sents, pairs=12, seed=1)
+    assert 0 <= f < 0.5 and 0 <= p < 0.5 and 0 <= r < 0.5  # unrelated: far below a paraphrase
+    with pytest.raises(ValueError, match="two different sentences"):
+        bertscore_baseline(["same", "same"])
+
+
 def test_bertscore_idf_weights_rare_words():
     from golive.evals import spec as S2
 
