@@ -84,6 +84,10 @@ async def prepare(body: ChatCompletionRequest, backend: Any) -> Plan:
     text_allowed = body.tool_choice in (None, "auto")
     grammar = await asyncio.to_thread(
         build_grammar, compiler, fmt_schema, fmt_strict, fmt_name, body, tools, text_allowed)
+    if not (tools and text_allowed and fmt_schema is None):  # all JSON, no free text
+        # near max_tokens, steer toward closing the JSON so that the answer still parses
+        budget = body.max_completion_tokens or body.max_tokens
+        grammar = await asyncio.to_thread(grammar.with_budget, budget)
     return Plan(messages, grammar, tools, text_allowed if tools else True)
 
 
