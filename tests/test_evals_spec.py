@@ -264,3 +264,14 @@ def test_label_cli(tmp_path):
     assert r.exit_code == 0, r.output
     (only,) = load_examples(path)
     assert only.expected == "fixed" and only.metadata["label"] == "edited"
+
+
+def test_unreachable_backend_fails_fast(tmp_path):
+    from conftest import free_port
+
+    p = write(tmp_path, GOOD)
+    r = CliRunner().invoke(app, ["eval", str(p), "--base-url", f"http://127.0.0.1:{free_port()}/v1",
+                                 "--db", str(tmp_path / "e.db"), "--no-progress"])
+    assert r.exit_code == 2 and "cannot reach the backend" in r.output
+    listed = CliRunner().invoke(app, ["eval", "list", "--db", str(tmp_path / "e.db"), "--json"])
+    assert json.loads(listed.output) == []  # no half-made run was stored

@@ -97,6 +97,11 @@ def run(
             result = asyncio.run(run_eval(file, opts, store))
         except EvalError as e:
             _fail(e)
+        except KeyboardInterrupt:
+            stopped = [r for r in store.list_runs(1) if r["status"] == "interrupted"]
+            hint = f"; continue with --resume {stopped[0]['id']}" if stopped else ""
+            Console(stderr=True).print(f"interrupted{hint}")
+            raise typer.Exit(130) from None
         run_row = store.get_run(result.run_id)
     assert run_row is not None
     terminal_table(result.summary)

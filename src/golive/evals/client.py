@@ -108,8 +108,9 @@ class ModelCaller:
         self.calls += 1
         t0 = time.perf_counter()
         try:
-            raw = await self.client(base_url, api_key_env).chat.completions.with_raw_response.create(
-                model=model, messages=messages, extra_body=extra_body, **kwargs)
+            chat = self.client(base_url, api_key_env).chat.completions
+            raw = await chat.with_raw_response.create(model=model, messages=messages,
+                                                      extra_body=extra_body, **kwargs)
             resp = raw.parse()
         except openai.APIStatusError as e:
             return Completion(None, f"HTTP {e.status_code}: {_message(e)}", model=model,

@@ -111,8 +111,24 @@ async def run_eval(path: str | Path, opts: RunOptions | None = None,
             store.close()
 
 
+async def check_backends(urls: set[str]) -> None:
+    """Fail fast, before any run is stored, when a backend is not even listening."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        for url in sorted(urls):
+            try:
+                await http.get(url + "/models")
+            except httpx.TransportError as e:
+                raise EvalError(f"cannot reach the backend at {url} ({type(e).__name__}): start "
+                                "it (`golive serve`) or point --base-url at a running one"
+                                ) from None
+
+
 async def _run(ev: Evaluation, opts: RunOptions, store: EvalStore,
                caller: ModelCaller) -> RunResult:
+    await check_backends({v.base_url for v in ev.variants} |
+                         {g.base_url for g in ev.graders if hasattr(g, "base_url")})
     done: set[tuple[str, str, int]] = set()
     if opts.resume:
         run = store.find_run(opts.resume)

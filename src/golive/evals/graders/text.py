@@ -53,7 +53,7 @@ class RegexGrader(Grader):
 
 
 def extract_json(text: str) -> Any:
-    """The first JSON value in `text` (inside ``` fences or surrounding prose). Raises ValueError."""
+    """The first JSON value in `text` (inside ``` fences or prose); ValueError if none."""
     fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
     if fenced:
         text = fenced.group(1)
