@@ -412,14 +412,14 @@ def test_lines_not_done_in_the_window_are_batch_expired(crashed):
     server, crash_batch, _ = crashed
     c = server.client()
     wait(c, crash_batch)  # let the resumed batch finish first
-    lines = [chat_line(f"e{i}", f"Tell me about the number {i}.", max_tokens=24)
-             for i in range(60)]
+    lines = [chat_line(f"e{i}", f"Tell me about the number {i}.", max_tokens=32)
+             for i in range(80)]
     b = wait(c, submit(c, lines).id, timeout=60)
     assert b.status == "expired" and b.expired_at is not None, b
     assert b.expires_at - b.created_at == 3
     done = by_id(read_lines(c, b.output_file_id)) if b.output_file_id else {}
     expired = by_id(read_lines(c, b.error_file_id))
-    assert len(done) + len(expired) == 60 and not set(done) & set(expired)
+    assert len(done) + len(expired) == 80 and not set(done) & set(expired)
     assert len(expired) > 0 and b.request_counts.failed == len(expired)
     assert {e["error"]["code"] for e in expired.values()} == {"batch_expired"}
     server.wait_idle()

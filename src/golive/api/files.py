@@ -56,6 +56,13 @@ async def create_file(request: Request) -> Response:
     except Exception as exc:  # malformed multipart: the client's fault, say so
         return error_response(400, f"Could not parse the multipart form: {exc}", param="file")
     try:
+        return await _store_upload(svc, form, limit)
+    finally:
+        await form.close()  # the spooled temporary file, whatever happened
+
+
+async def _store_upload(svc: BatchService, form, limit: int) -> Response:
+    try:
         upload = form.get("file")
         if upload is None:
             params.required({}, "file")
@@ -75,8 +82,6 @@ async def create_file(request: Request) -> Response:
         size = await asyncio.to_thread(svc.files.save_stream, file_id, upload.file, limit)
     except TooLarge:
         return too_large(limit)
-    finally:
-        await form.close()
     created = time.time()
     row = FileRow(id=file_id, created=created, bytes=size,
                   filename=upload.filename or "upload", purpose=purpose,
