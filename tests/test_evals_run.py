@@ -81,6 +81,7 @@ def run(path: Path, server, store: EvalStore, **kw):
 
 def test_run_then_cached_rerun_makes_no_model_calls(server, store, tmp_path):
     path = make_eval(tmp_path, "cache", "You are a helpful assistant.", STRING_GRADERS)
+    server.wait_idle()  # nothing left over from other test files may finish during the count
     before = requests_served(server)
     first = run(path, server, store)
     after_first = requests_served(server)
