@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -48,7 +49,6 @@ from common import (  # noqa: E402
     percentile,
     ratio,
     running_server,
-    stream_chat_echo,
     update_doc_section,
 )
 
@@ -65,11 +65,10 @@ IDLE_GAP_S = 0.3  # pause between idle priority requests (sent one after another
 RAMP_S = 4.0  # background runs this long before the first priority request
 FLEX_TIMEOUT_S = 30.0  # golive --flex-timeout: a flex request's queue budget
 RETRY_PAUSE_S = 1.0  # a refused (429) flex stream retries after this, to keep the load up
-DRAIN_TIMEOUT_S = 600.0  # the last priority request must finish within this
 TARGET_LOAD_OVER_IDLE_P95 = 1.5
 MODES = {
-    "quick": {"rounds": 2, "window_s": 20.0, "idle_requests": 8},
-    "full": {"rounds": 3, "window_s": 60.0, "idle_requests": 20},
+    "quick": {"rounds": 2, "window_s": 20.0, "idle_requests": 8, "drain_s": 240.0},
+    "full": {"rounds": 3, "window_s": 60.0, "idle_requests": 20, "drain_s": 600.0},
 }
 PEER_NOTE = (
     "llama_cpp.server runs one request at a time, first come first served (started with "
@@ -109,17 +108,20 @@ ESSAY = "Write a detailed essay about {}. Cover its history, how it works, and w
 
 @dataclass
 class TierSample:
-    """One request: when it was sent, which tier it asked for, and how long to first token."""
+    """One request: when it was sent, which tier it asked for, and how long to first token.
+
+    Filled in while the stream runs, so a stream cut off at the end of a round
+    still has its first-token time (or, with none, how long it had waited)."""
 
     round: int
     phase: str  # "idle" (no background) or "load"
     tier: str  # the service_tier sent
-    served_tier: str | None  # the service_tier echoed (None: not echoed)
     sent_s: float  # seconds since this round's background started (idle: negative)
-    ttft_s: float | None  # None when refused or failed
-    e2e_s: float  # until the stream closed, or until the refusal
-    completion_tokens: int
-    status: str  # "ok", "429" (flex refused), or "error: ..."
+    served_tier: str | None = None  # the service_tier echoed (None: not echoed)
+    ttft_s: float | None = None  # None: no content yet, refused or failed
+    e2e_s: float = 0.0  # until the stream closed, was refused, or was cut off
+    completion_tokens: int = 0  # usage when reported, else content chunks so far
+    status: str = "running"  # "ok", "429" (flex refused), "cut off", "error: ..."
 
 
 def chat(text: str) -> list[ChatCompletionMessageParam]:
@@ -131,44 +133,46 @@ async def timed(
     model: str,
     messages: list[ChatCompletionMessageParam],
     max_tokens: int,
-    tier: str,
-    rnd: int,
-    phase: str,
-    t0: float,
+    sample: TierSample,
 ) -> TierSample:
-    """One streamed request at `tier`; errors become samples instead of exceptions."""
+    """Stream one request at `sample.tier`, recording into `sample` as chunks arrive.
+
+    API errors become the sample's status; cancellation marks it "cut off"."""
     sent = time.monotonic()
-    base = {"round": rnd, "phase": phase, "tier": tier, "sent_s": sent - t0}
+    usage_seen = False
     try:
-        echoed = await stream_chat_echo(client, model, messages, max_tokens, service_tier=tier)
+        stream = await client.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            stream=True,
+            stream_options={"include_usage": True},
+            service_tier=sample.tier,  # type: ignore[arg-type]
+        )
+        async for chunk in stream:
+            sample.served_tier = getattr(chunk, "service_tier", None) or sample.served_tier
+            if chunk.usage is not None:
+                usage_seen = True
+                sample.completion_tokens = int(chunk.usage.completion_tokens)
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    if sample.ttft_s is None:
+                        sample.ttft_s = time.monotonic() - sent
+                    if not usage_seen:
+                        sample.completion_tokens += 1
+        sample.status = "ok"
     except openai.APIStatusError as exc:
         refused = exc.status_code == 429 and getattr(exc, "code", None) == "resource_unavailable"
-        return TierSample(
-            **base,
-            served_tier=None,
-            ttft_s=None,
-            e2e_s=time.monotonic() - sent,
-            completion_tokens=0,
-            status="429" if refused else f"error: {exc.status_code} {exc.message}"[:200],
-        )
+        sample.status = "429" if refused else f"error: {exc.status_code} {exc.message}"[:200]
     except openai.APIError as exc:  # connection dropped, timeout, ...
-        return TierSample(
-            **base,
-            served_tier=None,
-            ttft_s=None,
-            e2e_s=time.monotonic() - sent,
-            completion_tokens=0,
-            status=f"error: {type(exc).__name__}: {exc}"[:200],
-        )
-    s = echoed.sample
-    return TierSample(
-        **base,
-        served_tier=echoed.service_tier,
-        ttft_s=s.ttft_s if s.completion_tokens > 0 else None,
-        e2e_s=s.e2e_s,
-        completion_tokens=s.completion_tokens,
-        status="ok",
-    )
+        sample.status = f"error: {type(exc).__name__}: {exc}"[:200]
+    except asyncio.CancelledError:
+        sample.status = "cut off"
+        raise
+    finally:
+        sample.e2e_s = time.monotonic() - sent
+    return sample
 
 
 async def background_stream(
@@ -184,10 +188,9 @@ async def background_stream(
     k = 0
     while True:
         topic = TOPICS[(worker * 5 + k) % len(TOPICS)]
-        sample = await timed(
-            client, model, chat(ESSAY.format(topic)), BACKGROUND_MAX_TOKENS, tier, rnd, "load", t0
-        )
+        sample = TierSample(rnd, "load", tier, time.monotonic() - t0)
         out.append(sample)
+        await timed(client, model, chat(ESSAY.format(topic)), BACKGROUND_MAX_TOKENS, sample)
         k += 1
         if sample.status != "ok":
             await asyncio.sleep(RETRY_PAUSE_S)
@@ -197,8 +200,8 @@ async def measure_round(server: Server, rnd: int, mode: dict[str, Any]) -> dict[
     """Idle priority requests, then the same trickle on top of the background."""
     client = make_client(server)
     model = server.model_id
-    samples: list[TierSample] = []
-    await stream_chat_echo(client, model, chat("Hello!"), 8)  # warm-up, not measured
+    warm = TierSample(rnd, "warm-up", "default", 0.0)
+    await timed(client, model, chat("Hello!"), 8, warm)  # not measured
     question = iter(range(10**6))
 
     def priority_msgs() -> list[ChatCompletionMessageParam]:
@@ -210,16 +213,12 @@ async def measure_round(server: Server, rnd: int, mode: dict[str, Any]) -> dict[
     idle: list[TierSample] = []
     idle_start = time.monotonic()
     for _ in range(mode["idle_requests"]):
-        idle.append(
-            await timed(
-                client, model, priority_msgs(), PRIORITY_MAX_TOKENS, "priority", rnd, "idle", 0.0
-            )
-        )
+        sample = TierSample(rnd, "idle", "priority", time.monotonic())
+        idle.append(await timed(client, model, priority_msgs(), PRIORITY_MAX_TOKENS, sample))
         await asyncio.sleep(IDLE_GAP_S)
     t0 = time.monotonic()
     for s in idle:
-        s.sent_s -= t0  # `timed` used 0.0 as origin: shift to "seconds before load"
-    samples += idle
+        s.sent_s -= t0
     say(f"  {server.name}: idle done in {t0 - idle_start:.1f}s; background starts")
 
     background: list[TierSample] = []
@@ -228,50 +227,83 @@ async def measure_round(server: Server, rnd: int, mode: dict[str, Any]) -> dict[
         for tier, n in BACKGROUND.items()
         for i in range(n)
     ]
+    stop_watch = asyncio.Event()
+    watch = (
+        asyncio.create_task(watch_queues(server, t0, stop_watch))
+        if server.name == "golive"
+        else None
+    )
     # Open loop: priority requests go out on a fixed schedule whether or not the
     # earlier ones have finished, as independent users' requests would.
-    pri_tasks: list[asyncio.Task[TierSample]] = []
+    priority: list[TierSample] = []
+    tasks: list[asyncio.Task[TierSample]] = []
     n_pri = int(mode["window_s"] / PRIORITY_EVERY_S)
     for k in range(n_pri):
         await asyncio.sleep(max(0.0, t0 + RAMP_S + k * PRIORITY_EVERY_S - time.monotonic()))
-        pri_tasks.append(
-            asyncio.create_task(
-                timed(
-                    client, model, priority_msgs(), PRIORITY_MAX_TOKENS, "priority", rnd, "load", t0
-                )
-            )
+        sample = TierSample(rnd, "load", "priority", time.monotonic() - t0)
+        priority.append(sample)
+        tasks.append(
+            asyncio.create_task(timed(client, model, priority_msgs(), PRIORITY_MAX_TOKENS, sample))
         )
     say(f"  {server.name}: {n_pri} priority requests sent; waiting for the last ones")
     # The background keeps running until every priority request has finished, so
-    # each one is measured under the same load.
-    done, pending = await asyncio.wait(pri_tasks, timeout=DRAIN_TIMEOUT_S)
-    load_end = time.monotonic() - t0
-    for task in pending:
+    # each one is measured under the same load; past the drain limit the rest are
+    # cut off and count with their wait so far (a lower bound).
+    _, pending = await asyncio.wait(tasks, timeout=mode["drain_s"])
+    load_s = time.monotonic() - t0
+    for task in [*pending, *workers]:
         task.cancel()
-    samples += [t.result() for t in done]
-    for task in workers:
-        task.cancel()
-    await asyncio.gather(*workers, return_exceptions=True)
-    samples += background
+    await asyncio.gather(*pending, *workers, return_exceptions=True)
+    stop_watch.set()
+    timeline = await watch if watch else None
     metrics = await scrape_metrics(server) if server.name == "golive" else None
     await client.close()
     return {
-        "samples": samples,
-        "load_s": load_end,
+        "samples": [*idle, *priority, *background],
+        "load_s": load_s,
         "priority_unfinished": len(pending),
         "server_metrics": metrics,
+        "queue_timeline": timeline,
     }
+
+
+async def _metrics_text(server: Server) -> str | None:
+    url = server.base_url.removesuffix("/v1") + "/metrics"
+    try:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(url, timeout=10.0)).text
+    except httpx.HTTPError:
+        return None
+
+
+async def watch_queues(
+    server: Server, t0: float, stop: asyncio.Event, every_s: float = 2.0
+) -> list[dict[str, Any]]:
+    """golive's running and waiting sequences per tier, every `every_s`, until `stop`:
+    shows whether priority requests waited for a slot (and behind whom)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    timeline: list[dict[str, Any]] = []
+    while not stop.is_set():
+        text = await _metrics_text(server)
+        if text is not None:
+            point: dict[str, Any] = {"t_s": round(time.monotonic() - t0, 2)}
+            for family in text_string_to_metric_families(text):
+                if family.name in ("golive_queue_depth", "golive_running_sequences"):
+                    kind = "waiting" if family.name == "golive_queue_depth" else "running"
+                    point[kind] = {s.labels["tier"]: s.value for s in family.samples}
+            timeline.append(point)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+    return timeline
 
 
 async def scrape_metrics(server: Server) -> dict[str, Any] | None:
     """golive's own per-tier TTFT histogram sums and preemptions (a server-side cross-check)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    url = server.base_url.removesuffix("/v1") + "/metrics"
-    try:
-        async with httpx.AsyncClient() as http:
-            text = (await http.get(url, timeout=10.0)).text
-    except httpx.HTTPError:
+    text = await _metrics_text(server)
+    if text is None:
         return None
     out: dict[str, Any] = {"ttft_count": {}, "ttft_sum_s": {}, "preemptions": None}
     for family in text_string_to_metric_families(text):
@@ -297,8 +329,8 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def summarize(samples: Sequence[TierSample], rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    def ttfts(phase: str, tier: str) -> list[float | None]:
-        return [s.ttft_s for s in samples if s.phase == phase and s.tier == tier and s.ttft_s]
+    def of(phase: str, tier: str) -> list[TierSample]:
+        return [s for s in samples if s.phase == phase and s.tier == tier]
 
     out: dict[str, Any] = {}
     for phase, tier in (
@@ -307,26 +339,35 @@ def summarize(samples: Sequence[TierSample], rounds: Sequence[dict[str, Any]]) -
         ("load", "default"),
         ("load", "flex"),
     ):
-        xs = ttfts(phase, tier)
+        group = of(phase, tier)
+        if tier == "priority":
+            # A priority request cut off without a first token counts with its wait
+            # so far: leaving it out would flatter whoever made it wait longest.
+            xs = [
+                s.ttft_s if s.ttft_s is not None else s.e2e_s
+                for s in group
+                if s.ttft_s is not None or s.status == "cut off"
+            ]
+        else:
+            xs = [s.ttft_s for s in group if s.ttft_s is not None]
         key = f"{tier}_{phase}"
         out[f"{key}_ttft_median_ms"] = _ms(median(xs))
         out[f"{key}_ttft_p95_ms"] = _ms(percentile(xs, 95))
         out[f"{key}_n"] = len(xs)
     pri = [s for s in samples if s.tier == "priority"]
-    out["priority_failed"] = sum(s.status != "ok" for s in pri) + sum(
-        r["priority_unfinished"] for r in rounds
-    )
+    out["priority_sent"] = len(pri)
+    out["priority_no_first_token"] = sum(s.ttft_s is None for s in pri)
     out["priority_served_as_priority"] = sum(s.served_tier == "priority" for s in pri)
-    out["priority_sent"] = len(pri) + sum(r["priority_unfinished"] for r in rounds)
-    flex = [s for s in samples if s.tier == "flex"]
+    flex = of("load", "flex")
     out["flex_sent"] = len(flex)
     out["flex_refused_429"] = sum(s.status == "429" for s in flex)
     bg = [s for s in samples if s.phase == "load" and s.tier != "priority"]
-    out["background_errors"] = sum(s.status not in ("ok", "429") for s in bg)
-    # Completed background streams only: the ones cut off at the end are not counted.
+    out["background_errors"] = sum(s.status.startswith("error") for s in bg)
+    out["background_waiting_at_end"] = sum(s.status == "cut off" and s.ttft_s is None for s in bg)
+    # Every token streamed under load, including from streams cut off at the end.
     load_s = sum(r["load_s"] for r in rounds)
-    done_tokens = sum(s.completion_tokens for s in bg if s.status == "ok")
-    out["background_tokens_per_s"] = done_tokens / load_s if load_s else None
+    tokens = sum(s.completion_tokens for s in samples if s.phase == "load")
+    out["load_tokens_per_s"] = tokens / load_s if load_s else None
     out["priority_load_over_idle_p95"] = ratio(
         out["priority_load_ttft_p95_ms"], out["priority_idle_ttft_p95_ms"]
     )
@@ -357,9 +398,7 @@ def compute_ratios(g: dict[str, Any], p: dict[str, Any]) -> dict[str, float | No
         "priority_idle_median": ratio(
             g.get("priority_idle_ttft_median_ms"), p.get("priority_idle_ttft_median_ms")
         ),
-        "background_tokens_per_s": ratio(
-            g.get("background_tokens_per_s"), p.get("background_tokens_per_s")
-        ),
+        "load_tokens_per_s": ratio(g.get("load_tokens_per_s"), p.get("load_tokens_per_s")),
     }
 
 
@@ -406,8 +445,12 @@ def table(g: dict[str, Any], p: dict[str, Any], r: dict[str, Any], meta: dict[st
             f"golive ≤ {TARGET_LOAD_OVER_IDLE_P95}x",
             target,
         ],
-        pair("priority requests: timed under load / idle", "priority_load_n", "priority_idle_n"),
-        row("priority requests failed or unfinished", "priority_failed"),
+        pair("priority requests timed under load / idle", "priority_load_n", "priority_idle_n"),
+        row(
+            "priority requests with no first token (cut off at the drain limit: counted "
+            "above with their wait so far, a lower bound)",
+            "priority_no_first_token",
+        ),
         pair(
             "priority requests echoed `priority` / sent",
             "priority_served_as_priority",
@@ -425,11 +468,10 @@ def table(g: dict[str, Any], p: dict[str, Any], r: dict[str, Any], meta: dict[st
         ),
         pair("flex refused with 429 / sent", "flex_refused_429", "flex_sent"),
         row(
-            "background tok/s (completed streams)",
-            "background_tokens_per_s",
-            "background_tokens_per_s",
-            1,
+            "background streams still waiting for a first token at the end",
+            "background_waiting_at_end",
         ),
+        row("tok/s streamed under load, all tiers", "load_tokens_per_s", "load_tokens_per_s", 1),
         pair(
             "server-side mean TTFT priority / default (ms, `/metrics`)",
             "server_priority_ttft_mean_ms",
@@ -514,6 +556,17 @@ def plot(
                     label=f"{tier} ({'idle' if phase == 'idle' else 'under load'})",
                     **kw,
                 )
+        censored = [s for s in ss if s.tier == "priority" and s.ttft_s is None]
+        if censored:
+            ax.scatter(
+                [s.sent_s for s in censored],
+                [s.e2e_s for s in censored],
+                marker="^",
+                facecolors="none",
+                edgecolors="#d62728",
+                s=30,
+                label="priority, no first token when cut off (wait so far)",
+            )
         refused = [s for s in ss if s.status == "429"]
         if refused:
             ax.scatter(
