@@ -159,10 +159,12 @@ def models() -> None:
 # ---- application levers (golive.patterns) ----------------------------------------
 
 from golive.levers_demo import levers_app  # noqa: E402
+from golive.observe.audit import audit_command  # noqa: E402
 from golive.patterns.lint import lint_prompt_command  # noqa: E402
 
 app.add_typer(levers_app, name="levers")
 app.command("lint-prompt")(lint_prompt_command)
+app.command("audit")(audit_command)
 
 
 if __name__ == "__main__":
