@@ -154,10 +154,10 @@ async def lever_parallel(meter: Meter, n: int) -> LeverResult:
 def demo_page() -> str:
     """A web page: a short article inside the usual navigation, ads and scripts."""
     nav = "".join(f'<li><a href="/s/{i}">Section {i} of the heritage archive</a></li>'
-                  for i in range(40))
+                  for i in range(20))
     ads = "".join(f'<div class="ad">Advertisement {i}: book a river cruise now and save '
-                  f'{10 + i}% on summer tickets with our partners.</div>' for i in range(8))
-    script = "<script>" + "".join(f"track('slot{i}', {{pos:{i}}});" for i in range(60)) + \
+                  f'{10 + i}% on summer tickets with our partners.</div>' for i in range(5))
+    script = "<script>" + "".join(f"track('slot{i}', {{pos:{i}}});" for i in range(25)) + \
              "</script>"
     article = (
         "<article><h1>The Varnholt bridge</h1>"
@@ -476,6 +476,8 @@ def demo(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results here")] = None,
     doc: Annotated[Optional[Path], typer.Option(help="Update the table in this markdown file "
                                                      "(between <!-- levers:demo --> markers)")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for the server it starts "
+                                              "(0 = all cores)")] = 0,
 ) -> None:
     """Run each lever on the embedded model and print a before/after table."""
     from rich.console import Console
@@ -487,7 +489,7 @@ def demo(
     try:
         if url is None:
             with console.status("starting a golive server on the embedded model…"):
-                server = LocalServer()
+                server = LocalServer("--threads", str(threads))
                 server.__enter__()
             url = server.base
         with console.status("running the levers…") as status:
@@ -508,5 +510,6 @@ def demo(
     if json_out:
         json_out.write_text(json.dumps([asdict(r) for r in results], indent=2))
     if doc:
+        where = f"{os.cpu_count()} cores" + (f", server on {threads} thread(s)" if threads else "")
         update_doc(doc, results, f"Measured by `golive levers demo` in {elapsed:.0f} s "
-                                 f"({os.cpu_count()} cores).\n")
+                                 f"({where}).\n")
