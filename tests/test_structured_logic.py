@@ -228,3 +228,50 @@ def test_conversation_errors(messages: list[dict], param: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         check_messages(req(messages=messages).messages)
     assert err.value.param == param
+
+
+# ---- wrap-up near max_tokens (real vocabulary, no decoding needed) -----------------------
+
+
+@pytest.fixture(scope="module")
+def compiler():
+    from golive.engine.grammar import GrammarCompiler
+    from golive.engine.model import Model
+
+    model = Model()
+    yield GrammarCompiler(model.handle)
+    model.close()
+
+
+def test_budgeted_matcher_steers_toward_closing(compiler) -> None:
+    import numpy as np
+
+    schema = {"type": "object", "properties": {"name": {"type": "string"},
+                                               "tags": {"type": "array",
+                                                        "items": {"type": "string"}}},
+              "required": ["name", "tags"], "additionalProperties": False}
+    plain = compiler.compile_json_schema(schema)
+    assert plain.with_budget(None) is plain
+    budgeted = plain.with_budget(40)
+    assert budgeted.wrap_at == 40 - 16 and plain.wrap_at is None
+    m = plain.with_budget(1).matcher()  # wraps up from the start
+    tk = compiler.tokenizer
+    for t in tk.tokenize_str('{"name":"Bob'):
+        assert m.accept(t)
+    assert m.wrapping_up and m.forced_tokens() == [] and m.validate_draft([5]) == 0
+    logits = np.zeros(compiler.n_vocab, dtype=np.float32)
+    m.apply(logits)
+    best = int(logits.argmax())
+    assert tk.decode_bytes([best]).startswith(b'"')  # inside a string: close it
+    assert m.accept(best)
+    for t in tk.tokenize_str(',"tags":['):  # what the grammar forces next
+        assert m.accept(t)
+    # outside strings: the tokens that close containers win where the grammar allows them
+    logits = np.zeros(compiler.n_vocab, dtype=np.float32)
+    m.apply(logits)
+    assert tk.decode_bytes([int(logits.argmax())]).startswith(b"]")
+    # an unbudgeted matcher leaves the logits to the model
+    u = plain.matcher()
+    for t in tk.tokenize_str('{"name":"Bob'):
+        u.accept(t)
+    assert not u.wrapping_up and u.forced_tokens() == u._m.compute_ff_tokens()
