@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from golive.api import errors
 from golive.api.batches import router as batches_router
+from golive.api.dashboard import router as dashboard_router
 from golive.api.files import router as files_router
 from golive.api.routes import router
 from golive.api.tier_policy import TierPolicy
@@ -66,6 +67,7 @@ def create_app(backend, settings: ServerSettings | None = None) -> FastAPI:
     app.add_middleware(BatchTierMiddleware, secret=app.state.batch.secret)
     app.include_router(files_router)
     app.include_router(batches_router)
+    app.include_router(dashboard_router)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from golive.observe.cost import PriceTable
 from golive.observe.metrics import Metrics
 from golive.observe.record import RequestRecord
 from golive.observe.requestlog import RequestLog
+
+RECENT = 4096  # finished requests kept in memory for live views (the dashboard's window)
 
 
 class Observer:
@@ -16,6 +20,10 @@ class Observer:
         self.log = log
         self.log_bodies = log_bodies
         self.tier_policy = tier_policy
+        # (record, choices): per-request timings for live percentiles without a
+        # database round trip; choices lets readers turn completion tokens into
+        # tokens per stream.
+        self.recent: deque[tuple[RequestRecord, int]] = deque(maxlen=RECENT)
 
     def done(self, rec: RequestRecord, run=None) -> None:
         # Refused and failed requests are not charged (OpenAI: flex 429s cost nothing).
@@ -27,6 +35,7 @@ class Observer:
             rec.request_body = run.body.model_dump_json(exclude_none=True)
             rec.response_body = run.response_json()
         self.metrics.done(rec)
+        self.recent.append((rec, getattr(getattr(run, "req", None), "n", None) or 1))
         if self.tier_policy is not None:
             self.tier_policy.charge(rec.tier_served, rec.prompt_tokens + rec.completion_tokens)
         if self.log is not None:
