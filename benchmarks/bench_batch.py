@@ -220,6 +220,13 @@ def table(g: dict, p: dict, r: dict, meta: dict) -> str:
         "golive's total time runs from `batches.create` to the poll (every 0.2 s) that sees "
         "the batch completed, so it includes validation and writing the output file.",
     ]
+    if any(x is not None and x > 0.15 for x in cfg["cpu_busy_before"].values()):
+        notes.insert(0, "**Other work kept the CPU busy during this run** (see above): both "
+                     "sides were slowed by an unknown amount; re-run on a quiet machine before "
+                     "reading the ratios.")
+    if cfg.get("quick") or cfg["lines"] < 1000:
+        notes.insert(0, f"A short run ({cfg['lines']} lines): `--quick` proves the script "
+                     "works; the full run sends 1,000 lines.")
     return "\n\n".join([markdown_table(header, rows), run, *[f"- {n}" for n in notes]])
 
 
