@@ -6,6 +6,8 @@
 - `route`: rules before models; a small-model-first cascade.
 - `progress`: progress events for a pipeline; SSE for the web, rich for terminals.
 - `tokens`: token counting with the model's own tokenizer.
+- `combine`: several tasks in one structured request, short keys, per-task retries
+  (see docs/structured.md).
 
 Everything talks to OpenAI-compatible endpoints through the official `openai`
 client, so it works against golive and against OpenAI alike. See docs/levers.md.
@@ -13,6 +15,15 @@ Submodules import their heavier dependencies (trafilatura, bm25s, datasketch)
 only when used.
 """
 
+from golive.patterns.combine import (
+    Combined,
+    CombineResult,
+    Task,
+    TaskResult,
+    combine,
+    combine_sync,
+    strict_schema,
+)
 from golive.patterns.parallel import GraphError, StepContext, StepError, StepGraph, parallel
 from golive.patterns.progress import (
     PartialText,
@@ -32,6 +43,7 @@ from golive.patterns.progress import (
 )
 
 __all__ = [
+    "Combined", "CombineResult", "Task", "TaskResult", "combine", "combine_sync", "strict_schema",
     "GraphError", "StepContext", "StepError", "StepGraph", "parallel",
     "PartialText", "PipelineDone", "ProgressEvent", "RichRenderer", "StepFailed", "StepFinished",
     "StepSkipped", "StepStarted", "ToolCall", "render_rich", "sse_decode", "sse_encode",
