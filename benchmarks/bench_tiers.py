@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import server_commands as serving_commands  # noqa: E402
 from bench_serving import verdict  # noqa: E402
 from common import (  # noqa: E402
+    RESULTS_DIR,
     ROOT,
     Results,
     Server,
@@ -374,6 +375,19 @@ def summarize(samples: Sequence[TierSample], rounds: Sequence[dict[str, Any]]) -
     out["priority_load_over_idle_median"] = ratio(
         out["priority_load_ttft_median_ms"], out["priority_idle_ttft_median_ms"]
     )
+    # From golive's queue snapshots: how often priority waited for a slot while a
+    # lower tier held one (preemption should make that rare), and how often the
+    # priority requests alone filled every slot (then nothing can be preempted).
+    points = [pt for r in rounds for pt in (r.get("queue_timeline") or [])]
+    if points:
+        waiting = [pt["waiting"].get("priority", 0) > 0 for pt in points]
+        lower = [any(n > 0 for t, n in pt["running"].items() if t != "priority") for pt in points]
+        full = [pt["running"].get("priority", 0) >= SLOTS for pt in points]
+        out["priority_waiting_behind_lower_share"] = sum(
+            w and lo for w, lo in zip(waiting, lower, strict=True)
+        ) / len(points)
+        out["priority_filled_all_slots_share"] = sum(full) / len(points)
+        out["priority_waiting_max"] = max(pt["waiting"].get("priority", 0) for pt in points)
     metrics = [r["server_metrics"] for r in rounds if r.get("server_metrics")]
     if metrics:
         for tier in ("priority", "default", "flex"):
@@ -478,6 +492,19 @@ def table(g: dict[str, Any], p: dict[str, Any], r: dict[str, Any], meta: dict[st
             "server_default_ttft_mean_ms",
         ),
         row("preemptions (`/metrics`)", "preemptions"),
+        row(
+            "share of load time priority waited while a lower tier held a slot",
+            "priority_waiting_behind_lower_share",
+            None,
+            2,
+        ),
+        row(
+            "share of load time priority requests alone held every slot",
+            "priority_filled_all_slots_share",
+            None,
+            2,
+        ),
+        row("most priority requests waiting at once", "priority_waiting_max"),
     ]
     header = ["metric", "golive serve", "llama_cpp.server", "golive / peer", "target", "met"]
     v, machine, cfg = meta["versions"], meta["machine"], meta["config"]
@@ -503,16 +530,14 @@ def table(g: dict[str, Any], p: dict[str, Any], r: dict[str, Any], meta: dict[st
         f"Raw samples: `benchmarks/results/{meta['name']}.json`."
     )
     legend = (
-        "golive / peer: below 1x is better for times, above 1x for tok/s. "
-        'Values for llama_cpp.server under "served as priority" are what it echoes '
-        "(it echoes no tier)."
+        "golive / peer: below 1x is better for times, above 1x for tok/s. llama_cpp.server "
+        "echoes no `service_tier`, hence its 0 in the echo row; it has no `/metrics`."
     )
     plot = (
         "![Time to first token per tier over time, golive and llama_cpp.server](img/tiers_ttft.png)"
     )
-    return "\n\n".join(
-        [markdown_table(header, rows), legend, plot, run, *[f"- {n}" for n in meta["notes"]]]
-    )
+    notes = "\n".join(f"- {n}" for n in meta["notes"])
+    return "\n\n".join([markdown_table(header, rows), legend, plot, run, notes])
 
 
 def plot(
@@ -640,7 +665,15 @@ def main() -> None:
     ap.add_argument(
         "--no-docs", action="store_true", help="don't touch docs/benchmarks.md or the plot"
     )
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="no run: redraw the plot and docs table from benchmarks/results/tiers.json",
+    )
     args = ap.parse_args()
+    if args.render:
+        render(RESULTS_DIR / f"{NAME}.json")
+        return
 
     model = (args.model or default_gguf()).resolve()
     mode = MODES["quick" if args.quick else "full"]
@@ -694,18 +727,45 @@ def main() -> None:
         samples={
             n: {"requests": [asdict(s) for s in samples[n]], "rounds": rounds[n]} for n in wanted
         },
-        notes=[PEER_NOTE]
-        + (["`--quick` run: short windows and few samples; p95s are rough."] if args.quick else []),
+        notes=run_notes(args.quick, busy_before),
     )
     path = results.write()
     console.print(f"results: {path}")
     if not args.no_docs:
-        meta = json.loads(path.read_text())  # the timestamp, machine and versions just written
-        title = "Time to first token per tier over time" + (" (--quick)" if args.quick else "")
-        plot(samples, summary, title)
-        console.print(f"plot: {PLOT_PATH}")
-        update_doc_section(NAME, table(g, p, results.ratios, meta))
-        console.print("docs/benchmarks.md updated")
+        render(path)
+
+
+def run_notes(quick: bool, busy_before: dict[str, list[float | None]]) -> list[str]:
+    notes = [PEER_NOTE]
+    if quick:
+        notes.append("`--quick` run: short windows and few samples; p95s are rough.")
+    busiest = max((b for bs in busy_before.values() for b in bs if b is not None), default=0.0)
+    if busiest > 0.5:
+        notes.append(
+            f"Other work kept the CPU up to {busiest:.0%} busy before the servers started: "
+            "each engine step ran many times slower than on a quiet machine, so these "
+            "numbers describe the machine more than the servers. Re-run on a quiet machine."
+        )
+    return notes
+
+
+def render(path: Path) -> None:
+    """Recompute the summary from a results file's raw samples, then rewrite its
+    medians and ratios, the plot and the docs table (no servers are started)."""
+    meta = json.loads(path.read_text())
+    samples = {n: [TierSample(**x) for x in v["requests"]] for n, v in meta["samples"].items()}
+    summary = {n: summarize(samples[n], meta["samples"][n]["rounds"]) for n in samples}
+    g, p = summary.get("golive", {}), summary.get("peer", {})
+    meta["medians"], meta["ratios"] = summary, compute_ratios(g, p)
+    meta["notes"] = run_notes(bool(meta["config"].get("quick")), meta["config"]["cpu_busy_before"])
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    quick = bool(meta["config"].get("quick"))
+    plot(
+        samples, summary, "Time to first token per tier over time" + (" (--quick)" if quick else "")
+    )
+    console.print(f"plot: {PLOT_PATH}")
+    update_doc_section(NAME, table(g, p, meta["ratios"], meta))
+    console.print("docs/benchmarks.md updated")
 
 
 if __name__ == "__main__":
