@@ -41,6 +41,7 @@
   function setText(id, text, value) {
     const el = $(id);
     el.textContent = text;
+    el.classList.toggle("long", text.length > 8); // e.g. $0.000082 in a narrow card
     if (value !== undefined) el.dataset.value = value == null ? "" : String(value);
   }
 
