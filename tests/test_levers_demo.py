@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from conftest import MODEL
+
 from golive.levers_demo import LEVERS, DemoConfig, markdown_table, run_demo, update_doc
+from golive.observe.cost import PriceTable
 
 
 def test_levers_demo_measures_every_lever(server, tmp_path):
@@ -23,7 +27,7 @@ def test_levers_demo_measures_every_lever(server, tmp_path):
 
     par = by["parallelize"]
     assert par.before.requests == par.after.requests == 2
-    assert par.before.completion_tokens == par.after.completion_tokens  # same work, greedy
+    assert 0 < par.after.completion_tokens <= 2 * 24
 
     comp = by["fewer input tokens"]
     assert comp.after.prompt_tokens < comp.before.prompt_tokens / 4
@@ -39,15 +43,19 @@ def test_levers_demo_measures_every_lever(server, tmp_path):
     assert route.after.cost_usd < route.before.cost_usd
 
     stream = by["stream the answer"]
-    assert stream.before.completion_tokens == stream.after.completion_tokens
+    assert stream.before.requests == stream.after.requests == 1
     assert stream.after.ttfts and stream.after.latency_s == stream.after.ttfts[0]
+    assert stream.after.completion_tokens > 0  # usage arrives in the last streamed chunk
 
     cap = by["generate fewer tokens"]
     assert cap.after.completion_tokens <= 32 < cap.before.completion_tokens <= 48
 
+    # the server charged each tier at its own rate (cost is linear in the token counts)
     tiers = by["flex / batch price"]
-    assert tiers.before.completion_tokens == tiers.after.completion_tokens
-    assert abs(tiers.after.cost_usd - tiers.before.cost_usd / 2) < 1e-12  # flex = half price
+    prices = PriceTable.load()
+    for m, tier in ((tiers.before, "default"), (tiers.after, "flex")):
+        assert m.cost_usd == pytest.approx(prices.cost(MODEL, tier, m.prompt_tokens,
+                                                       m.cached_tokens, m.completion_tokens))
     assert "batch API" in tiers.note
 
     doc = tmp_path / "levers.md"

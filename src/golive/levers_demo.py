@@ -132,6 +132,11 @@ def _msg(text: str, system: str | None = None) -> list[dict]:
         {"role": "user", "content": text}]
 
 
+def _tag() -> str:
+    """A fresh prompt opening: a variant must not reuse its baseline's cached prompt."""
+    return f"[{uuid.uuid4().hex[:6]}] "
+
+
 async def lever_parallel(meter: Meter, n: int) -> LeverResult:
     from golive.patterns.parallel import parallel
 
@@ -139,13 +144,14 @@ async def lever_parallel(meter: Meter, n: int) -> LeverResult:
     qs = [f"Write one sentence about {topics[i % len(topics)]}." for i in range(n)]
     params = dict(max_tokens=24, temperature=0, seed=1)
     seq, par = Measure(), Measure()
+    tag_seq, tag_par = _tag(), _tag()
 
     async def sequential() -> None:
         for q in qs:
-            await meter.chat(seq, messages=_msg(q), **params)
+            await meter.chat(seq, messages=_msg(tag_seq + q), **params)
 
     await timed(seq, sequential())
-    await timed(par, parallel([lambda q=q: meter.chat(par, messages=_msg(q), **params)
+    await timed(par, parallel([lambda q=q: meter.chat(par, messages=_msg(tag_par + q), **params)
                                for q in qs]))
     return LeverResult("parallelize", f"{n} calls one after another", "same calls at once "
                        "(patterns.parallel)", seq, par)
@@ -259,30 +265,32 @@ async def lever_route(meter: Meter, n: int) -> LeverResult:
     params = dict(max_tokens=24, temperature=0, seed=1)
     always, rules = Measure(), Measure()
 
+    tag_always, tag_rules = _tag(), _tag()
+
     async def all_model() -> None:
         for q in queries:
-            await meter.chat(always, messages=_msg(q), **params)
+            await meter.chat(always, messages=_msg(tag_always + q), **params)
 
     router = demo_router()
 
     async def rules_first() -> None:
         for q in queries:
             if router.try_rules(q) is None:
-                await meter.chat(rules, messages=_msg(q), **params)
+                await meter.chat(rules, messages=_msg(tag_rules + q), **params)
 
     await timed(always, all_model())
     await timed(rules, rules_first())
     return LeverResult("rules before the model", f"{n} queries, every one to the model",
                        "regex / lookup / function first (patterns.route)", always, rules,
-                       note=f"rule hit rate {router.stats.rule_hit_rate:.0%}")
+                       note=f"rule hit rate {router.stats.total / max(n, 1):.0%}")
 
 
 async def lever_streaming(meter: Meter) -> LeverResult:
-    msgs = _msg("Describe a walk along a river in a few sentences.")
+    ask = "Describe a walk along a river in a few sentences."
     params = dict(max_tokens=64, temperature=0, seed=1)
     full, streamed = Measure(), Measure()
-    await timed(full, meter.chat(full, messages=msgs, **params))
-    await timed(streamed, meter.stream(streamed, messages=msgs, **params))
+    await timed(full, meter.chat(full, messages=_msg(_tag() + ask), **params))
+    await timed(streamed, meter.stream(streamed, messages=_msg(_tag() + ask), **params))
     # what the user waits for: the whole answer vs the first words
     streamed.latency_s = streamed.ttft_p50 or streamed.latency_s
     return LeverResult("stream the answer", "wait for the full response",
@@ -290,11 +298,12 @@ async def lever_streaming(meter: Meter) -> LeverResult:
 
 
 async def lever_max_tokens(meter: Meter, cap: int) -> LeverResult:
-    msgs = _msg("Write a long story about a bridge over a river.")
+    ask = "Write a long story about a bridge over a river."
     loose, tight = Measure(), Measure()
-    await timed(loose, meter.chat(loose, messages=msgs, max_tokens=cap, temperature=0, seed=1))
-    await timed(tight, meter.chat(tight, messages=msgs, max_tokens=32, stop=["\n\n"],
+    await timed(loose, meter.chat(loose, messages=_msg(_tag() + ask), max_tokens=cap,
                                   temperature=0, seed=1))
+    await timed(tight, meter.chat(tight, messages=_msg(_tag() + ask), max_tokens=32,
+                                  stop=["\n\n"], temperature=0, seed=1))
     return LeverResult("generate fewer tokens", f"no limit (capped at {cap} for the demo)",
                        "max_tokens=32, stop at a blank line", loose, tight)
 
@@ -305,8 +314,9 @@ async def lever_tiers(meter: Meter, n: int) -> LeverResult:
     qs = [f"Give one tip for visiting a museum, number {i}." for i in range(n)]
 
     async def run(m: Measure, **extra: Any) -> None:
+        tag = _tag()
         for q in qs:
-            await meter.chat(m, messages=_msg(q), **params, **extra)
+            await meter.chat(m, messages=_msg(tag + q), **params, **extra)
 
     await timed(default, run(default))
     await timed(flex, run(flex, service_tier="flex"))
