@@ -239,11 +239,16 @@ def test_page_in_chromium(server, traffic, tmp_path):
             page.goto(server.base + "/dashboard?interval=250&window=3600")
             page.wait_for_selector("body[data-state=live]", timeout=20_000)
 
-            # Live: streams in flight show up as running sequences on the page.
+            # Live: streams in flight show up as running sequences on the page. The
+            # workers keep streaming until the page has seen them, however fast the machine.
+            seen_running = threading.Event()
+
             def stream(tier: str) -> None:
-                for _ in chat(client, tier, "Tell me everything you bake.", max_tokens=32,
-                              stream=True):
-                    pass
+                deadline = time.monotonic() + 30
+                while not seen_running.is_set() and time.monotonic() < deadline:
+                    for _ in chat(client, tier, "Tell me everything you bake.", max_tokens=32,
+                                  stream=True):
+                        pass
 
             workers = [threading.Thread(target=stream, args=(t,)) for t in ("priority", "flex")]
             for w in workers:
@@ -253,6 +258,7 @@ def test_page_in_chromium(server, traffic, tmp_path):
                     "Number(document.getElementById('kpi-running').dataset.value) > 0",
                     timeout=30_000, polling=50)
             finally:
+                seen_running.set()
                 for w in workers:
                     w.join()
             server.wait_idle()
