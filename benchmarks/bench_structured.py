@@ -188,10 +188,11 @@ async def one_schema(client: Any, server: Server, peer: bool, name: str,
         return {"name": name, "latency_s": time.monotonic() - t0, "valid": False,
                 "error": f"{type(e).__name__}: {str(e)[:200]}", "completion_tokens": 0}
     text = r.choices[0].message.content
-    return {"name": name, "latency_s": time.monotonic() - t0, "valid": valid(text, schema),
+    ok = valid(text, schema)
+    return {"name": name, "latency_s": time.monotonic() - t0, "valid": ok,
             "finish_reason": r.choices[0].finish_reason,
             "completion_tokens": r.usage.completion_tokens if r.usage else None,
-            "text": (text or "")[:300]}
+            "text": (text or "")[:300] if ok else text}  # all of an invalid one, to look at
 
 
 async def schema_suite(server: Server, peer: bool, cases: list, at_once: bool) -> dict[str, Any]:
