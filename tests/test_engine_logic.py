@@ -119,19 +119,59 @@ def test_priority_preempts_lowest_tier_most_recent():
     sch.admit(_always)
     p = _seq(Tier.PRIORITY)
     sch.add(p)
-    assert sch.victim() is f
+    assert sch.victims(_always) == [f]
     sch.requeue_front(f)
     assert sch.admit(_always) == [p]
     p2 = _seq(Tier.PRIORITY)
     sch.add(p2)
-    assert sch.victim() is d2  # the default admitted last
+    assert sch.victims(_always) == [d2]  # the default admitted last
     # priority never preempts priority
     sch2 = Scheduler(slots=1)
     a, b = _seq(Tier.PRIORITY), _seq(Tier.PRIORITY)
     sch2.add(a)
     sch2.admit(_always)
     sch2.add(b)
-    assert sch2.victim() is None
+    assert sch2.victims(_always) == []
+
+
+def test_several_priority_arrivals_preempt_in_one_step():
+    sch = Scheduler(slots=3)
+    running = [_seq(Tier.DEFAULT), _seq(Tier.FLEX), _seq(Tier.BATCH)]
+    for s in running:
+        sch.add(s)
+    sch.admit(_always)
+    for _ in range(2):
+        sch.add(_seq(Tier.PRIORITY))
+    assert sch.victims(_always) == [running[2], running[1]]  # batch first, then flex
+
+
+def test_default_and_flex_preempt_batch_only():
+    sch = Scheduler(slots=2)
+    b, f = _seq(Tier.BATCH), _seq(Tier.FLEX)
+    sch.add(b)
+    sch.add(f)
+    sch.admit(_always)
+    d = _seq(Tier.DEFAULT)
+    sch.add(d)
+    assert sch.victims(_always) == [b]
+    sch.requeue_front(b)
+    assert sch.admit(_always) == [d]
+    d2 = _seq(Tier.DEFAULT)
+    sch.add(d2)
+    assert sch.victims(_always) == []  # default never pushes out flex
+
+
+def test_default_share_does_not_readmit_a_preempted_default():
+    sch = Scheduler(slots=1, default_every=1)
+    d = _seq(Tier.DEFAULT)
+    sch.add(d)
+    sch.admit(_always)
+    p = _seq(Tier.PRIORITY)
+    sch.add(p)
+    (v,) = sch.victims(_always)
+    v.preempted = True
+    sch.requeue_front(v)
+    assert sch.admit(_always) == [p]
 
 
 def test_default_keeps_moving_under_priority_load():
@@ -158,7 +198,7 @@ def test_flex_waits_for_spare_capacity_and_expires():
     f = _seq(Tier.FLEX, timeout=0.0)
     sch.add(f)
     assert sch.admit(_always) == []  # no free slot: flex does not preempt
-    assert sch.victim() is None
+    assert sch.victims(_always) == []
     assert sch.expired(f.enqueued_at + 1.0) == [f]
     assert sch.depth(Tier.FLEX) == 0
 

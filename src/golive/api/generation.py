@@ -221,10 +221,13 @@ def client_id(request: Request, body: _Sampling) -> str | None:
 async def until_disconnect(request: Request, coro) -> object:
     """Await `coro`, cancelling it if the HTTP client disconnects first."""
     task = asyncio.ensure_future(coro)
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while not task.done():
             if await request.is_disconnected():
+                gone = True
                 task.cancel()
                 return
             await asyncio.sleep(0.2)
@@ -233,8 +236,8 @@ async def until_disconnect(request: Request, coro) -> object:
     try:
         return await task
     except asyncio.CancelledError:
-        if not watcher.done() or request.is_disconnected:
+        if gone:
             raise ClientGone() from None
-        raise
+        raise  # our own caller was cancelled: let that through
     finally:
         watcher.cancel()

@@ -217,7 +217,7 @@ class Engine:
                 self._fail(g, ResourceUnavailable(
                     f"Flex capacity is unavailable: no slot freed within {budget:g}s. "
                     "Retry later or use the default tier.", retry_after=max(1.0, budget)))
-        while (victim := self.scheduler.victim()) is not None:
+        for victim in self.scheduler.victims(self._ready):
             self._preempt(victim)
         for seq in self.scheduler.admit(self._ready):
             self._attach(seq)
@@ -385,7 +385,7 @@ class Engine:
                 else:
                     seq.matcher.apply(row)
             d = draft[i] if i < len(draft) else None
-            tok = seq.sampler.choose(row, d)
+            tok = seq.sampler.choose(row)
             emitted.append(tok)
             if self._emit(seq, tok, raw, now):
                 finished = True

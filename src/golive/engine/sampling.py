@@ -69,27 +69,20 @@ class Sampler:
     def sample(self, logits: np.ndarray) -> int:
         return self.choose(self.adjust(logits))
 
-    def choose(self, logits: np.ndarray, draft: int | None = None) -> int:
+    def choose(self, logits: np.ndarray) -> int:
         """Pick a token from logits already adjusted (and masked).
 
-        With a draft token, speculative sampling's rule for a deterministic
-        draft: keep it with probability p(draft), else sample from p with the
-        draft removed. The result is distributed exactly as a plain sample, so
-        drafts change speed, never what the model says (in distribution).
+        Speculative verification compares this pick with the draft token. At
+        temperature > 0 that is the speculative-sampling rule for a
+        deterministic draft (keep it with probability p(draft), else a token
+        from p without it), realised by coupling: the one uniform draw that
+        picks the token also decides acceptance. So a draft never changes the
+        distribution, and a seeded request gives the same text with or
+        without drafts.
         """
         if self.greedy:
             return int(np.argmax(logits))
         cand, probs = self.probs(logits)
-        if draft is not None:
-            hit = np.flatnonzero(cand == draft)
-            if hit.size:
-                p_draft = float(probs[hit[0]])
-                if self.rng.random() < p_draft:
-                    return draft
-                probs = probs.copy()
-                probs[hit[0]] = 0.0
-                if probs.sum() <= 0.0:
-                    return draft
         # inverse CDF with one uniform draw per token keeps the stream reproducible
         i = int(np.searchsorted(np.cumsum(probs), self.rng.random() * probs.sum()))
         return int(cand[min(i, len(cand) - 1)])

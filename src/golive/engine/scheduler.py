@@ -7,6 +7,7 @@ Policy:
 - waiting queues per tier, admitted in the order priority, default, flex, batch;
 - a priority sequence that finds every slot busy preempts the lowest-tier,
   most recently admitted running sequence (never another priority one);
+  default and flex may preempt batch lines;
 - default is not starved by priority: while both wait, every
   `default_every`-th admission goes to default;
 - flex and batch run only in capacity nobody above them wants; flex waits
@@ -90,6 +91,10 @@ class Scheduler:
     def _next(self, ready: Callable[[Sequence], bool]) -> Sequence | None:
         pri = _first(self.waiting[Tier.PRIORITY], ready)
         dflt = _first(self.waiting[Tier.DEFAULT], ready)
+        if pri is not None:
+            # The default share is for new defaults: re-admitting one that priority
+            # just preempted would only undo that preemption.
+            dflt = _first(self.waiting[Tier.DEFAULT], lambda s: ready(s) and not s.preempted)
         if pri is not None and dflt is not None and self._since_default + 1 >= self.default_every:
             self._since_default = 0
             return dflt
@@ -110,14 +115,33 @@ class Scheduler:
                     return seq
         return None
 
-    def victim(self) -> Sequence | None:
-        """Whom a waiting priority sequence may push out when every slot is busy."""
-        if not self.waiting[Tier.PRIORITY] or len(self.running) < self.slots:
-            return None
-        candidates = [s for s in self.running if s.tier > Tier.PRIORITY]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda s: (s.tier, s.admitted_seq))
+    def victims(self, ready: Callable[[Sequence], bool]) -> list[Sequence]:
+        """Running sequences to push out so that waiting higher tiers can start.
+
+        Priority may push out any lower tier; default and flex may push out
+        batch lines (batches only ever use capacity nobody else wants). One
+        victim per waiting sequence that finds no free slot, lowest tier and
+        most recently admitted first, so that several priority arrivals all
+        start in the same step.
+        """
+        free = self.slots - len(self.running)
+        out: list[Sequence] = []
+        taken: set[int] = set()
+        for tier, below in ((Tier.PRIORITY, Tier.PRIORITY), (Tier.DEFAULT, Tier.FLEX),
+                            (Tier.FLEX, Tier.FLEX)):
+            for seq in self.waiting[tier]:
+                if not ready(seq):
+                    continue
+                if free > 0:
+                    free -= 1
+                    continue
+                cands = [s for s in self.running if s.tier > below and id(s) not in taken]
+                if not cands:
+                    break
+                v = max(cands, key=lambda s: (s.tier, s.admitted_seq))
+                taken.add(id(v))
+                out.append(v)
+        return out
 
 
 def _first(q: deque[Sequence], ready: Callable[[Sequence], bool]) -> Sequence | None:
