@@ -50,7 +50,8 @@ def test_stream_matches_openai_chunk_format(server):
     assert len(finals) == 1 and finals[0]["choices"][0]["finish_reason"] == "length"
 
 
-def test_stream_with_client_equals_non_stream(client):
+def test_stream_with_client_equals_non_stream(exact):
+    client = exact.client()
     kw = dict(model=MODEL, messages=ASK, max_tokens=40, temperature=0, logprobs=True,
               top_logprobs=2)
     ref = client.chat.completions.create(**kw)
@@ -73,7 +74,8 @@ def test_max_tokens_and_max_completion_tokens(client):
     assert r.usage.completion_tokens == 7 and r.choices[0].finish_reason == "length"
 
 
-def test_stop_strings_cut_output_and_are_never_shown(client):
+def test_stop_strings_cut_output_and_are_never_shown(exact):
+    client = exact.client()
     kw = dict(model=MODEL, messages=ASK, max_tokens=60, temperature=0, logprobs=True,
               top_logprobs=2)
     ref = client.chat.completions.create(**kw)

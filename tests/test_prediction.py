@@ -74,7 +74,8 @@ def _near_tie_at_parting(ref_lp, ref_text: str, other: str, gap: float = 0.1) ->
     return min(near)
 
 
-def test_output_with_prediction_equals_output_without(server):
+def test_output_with_prediction_equals_output_without(exact):
+    server = exact
     """The property: at temperature 0 a prediction, right or wrong, changes nothing
     but speed; partings only at numerical near-ties, and rare."""
     server.wait_idle()
@@ -112,11 +113,13 @@ def test_output_with_prediction_equals_output_without(server):
 
 
 def _ref(client, prompt: str, **kw):
+    kw.setdefault("max_tokens", MAX_TOKENS)
     return client.chat.completions.create(model=MODEL, messages=_msgs(prompt), temperature=0,
-                                          max_tokens=MAX_TOKENS, **kw)
+                                          **kw)
 
 
-def test_counts_full_match_and_speculation_happens(server, client, tok):
+def test_counts_full_match_and_speculation_happens(exact, tok):
+    server, client = exact, exact.client()
     server.wait_idle()
     prompt = PROMPTS[0]
     ref = _ref(client, prompt).choices[0].message.content
@@ -141,7 +144,8 @@ def _split_at_line(tok, text: str) -> tuple[str, str]:
     pytest.fail(f"no clean cut in {text!r}")
 
 
-def test_counts_insertion_in_the_middle(client, tok):
+def test_counts_insertion_in_the_middle(exact, tok):
+    client = exact.client()
     # The answer holds a block the prediction lacks: every prediction token appears.
     prompt = PROMPTS[4]
     ref = _ref(client, prompt).choices[0].message.content
@@ -155,7 +159,8 @@ def test_counts_insertion_in_the_middle(client, tok):
     assert (u.accepted_prediction_tokens, u.rejected_prediction_tokens) == (len(tok(pred)), 0)
 
 
-def test_counts_deletion(client, tok):
+def test_counts_deletion(exact, tok):
+    client = exact.client()
     # The prediction holds a block the answer lacks: exactly those tokens are rejected.
     prompt = PROMPTS[4]
     ref = _ref(client, prompt).choices[0].message.content
@@ -170,7 +175,8 @@ def test_counts_deletion(client, tok):
     assert u.accepted_prediction_tokens == len(tok(a)) + len(tok(b))
 
 
-def test_counts_unrelated_prediction(client, tok):
+def test_counts_unrelated_prediction(exact, tok):
+    client = exact.client()
     prompt = PROMPTS[3]
     ref = _ref(client, prompt).choices[0].message.content
     out = _ref(client, prompt, prediction={"type": "content", "content": UNRELATED})
@@ -188,7 +194,8 @@ def test_counts_unrelated_prediction(client, tok):
     assert float(pred.headers["x-golive-cost-usd"]) > float(plain.headers["x-golive-cost-usd"])
 
 
-def test_prediction_with_stream_stop_max_tokens_and_tier(client):
+def test_prediction_with_stream_stop_max_tokens_and_tier(exact):
+    client = exact.client()
     prompt = PROMPTS[2]
     ref = _ref(client, prompt).choices[0].message.content
     pred = {"type": "content", "content": ref}
@@ -222,7 +229,8 @@ def test_prediction_with_stream_stop_max_tokens_and_tier(client):
     assert cut.choices[0].message.content == ref[: ref.index(stop)]
 
 
-def test_prediction_at_temperature_above_zero_keeps_the_seeded_output(client, tok):
+def test_prediction_at_temperature_above_zero_keeps_the_seeded_output(exact, tok):
+    client = exact.client()
     """Verification draws one uniform per token, as plain sampling does, and keeps a
     draft token only when that draw picks it: a seeded request says the same thing
     with or without a prediction, only faster."""

@@ -9,12 +9,13 @@ import time
 import httpx
 import pytest
 
-from conftest import MODEL, Server, assert_same_or_near_tie
+from conftest import EXACT, MODEL, Server, assert_same_or_near_tie
 
 
 @pytest.fixture(scope="module")
 def nocache_server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("golive-nocache"), "--no-prefix-cache", "--slots", "2")
+    s = Server(tmp_path_factory.mktemp("golive-nocache"), "--no-prefix-cache", "--slots", "2",
+               *EXACT)
     yield s
     s.stop()
 
@@ -25,7 +26,8 @@ def _long_system() -> dict:
     return {"role": "system", "content": "You follow these rules exactly. " + rules}
 
 
-def test_cached_prefix_gives_same_output_as_cache_off(client, nocache_server):
+def test_cached_prefix_gives_same_output_as_cache_off(exact, nocache_server):
+    client = exact.client()
     system = _long_system()
     warm = [system, {"role": "user", "content": "Tell me about rule 3."}]
     ask = [system, {"role": "user", "content": "Summarise the rules in one sentence."}]
@@ -93,8 +95,8 @@ def test_disconnect_frees_the_slot(server):
             if line.startswith("data: "):
                 got += 1
             if got >= 5:
-                break
-        assert server.health()["running"] == 1
+                assert server.health()["running"] == 1
+                break  # leaving the line iterator closes the connection
     server.wait_idle(timeout=5)  # the sequence was cancelled, not run to 3000 tokens
 
 

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import MODEL, Server, assert_same_or_near_tie
+from conftest import EXACT, MODEL, Server, assert_same_or_near_tie
 from golive.observe.requestlog import RequestLog
 
 NO_EOS = {"0": -100, "2": -100, "4": -100}  # only max_tokens can end these
@@ -21,7 +21,8 @@ NO_EOS = {"0": -100, "2": -100, "4": -100}  # only max_tokens can end these
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory):
     """One sequence at a time: any second request must queue, preempt or be refused."""
-    s = Server(tmp_path_factory.mktemp("golive-one-slot"), "--slots", "1", "--flex-timeout", "1")
+    s = Server(tmp_path_factory.mktemp("golive-one-slot"), "--slots", "1", "--flex-timeout", "1",
+               *EXACT)
     yield s
     s.stop()
 
@@ -51,7 +52,9 @@ def test_tier_is_echoed_in_response_and_every_chunk(client, asked, served):
                                             stream=True, **kw)
     tiers = {ch.service_tier for ch in stream}
     assert tiers == {served}
-    c = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=3, **kw)
+    # the SDK's legacy completions method has no service_tier argument: send it as body
+    c = client.completions.create(model=MODEL, prompt="Once upon", max_tokens=3,
+                                  extra_body=kw or None)
     assert c.service_tier == served
 
 

@@ -28,19 +28,6 @@ def _headers(run: Run) -> dict[str, str]:
 # ---- chat -------------------------------------------------------------------
 
 
-def _chat_messages(body: ChatCompletionRequest) -> list[dict]:
-    out = []
-    for m in body.messages:
-        role = "system" if m.role == "developer" else m.role
-        d: dict = {"role": role, "content": m.text()}
-        if m.tool_calls:
-            d["tool_calls"] = m.tool_calls
-        if m.tool_call_id:
-            d["tool_call_id"] = m.tool_call_id
-        out.append(d)
-    return out
-
-
 def _check_chat(body: ChatCompletionRequest) -> None:
     if body.prediction is not None:
         _check_prediction(body)
