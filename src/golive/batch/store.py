@@ -18,11 +18,11 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
+
+from golive.sqlstore import make_sql_engine
 
 from golive.observe.requestlog import data_dir
 
@@ -387,22 +387,6 @@ def _batch(m: Any) -> BatchRow:
 
 
 def _make_engine(url: str) -> sa.Engine:
-    u = sa.make_url(url)
-    is_sqlite = u.get_backend_name() == "sqlite"
-    kwargs: dict[str, Any] = {}
-    if is_sqlite and u.database not in (None, "", ":memory:"):
-        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    elif is_sqlite:
-        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    engine = sa.create_engine(url, **kwargs)
-    if is_sqlite:
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _conn_record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            # FULL, not the request log's NORMAL: a finished line must survive a
-            # power cut too, and one fsync per line is small next to generating it.
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.close()
-    return engine
+    # FULL, not the request log's NORMAL: a finished line must survive a power
+    # cut too, and one fsync per line is small next to generating it.
+    return make_sql_engine(url, "FULL", 10000)

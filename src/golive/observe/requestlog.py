@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
+
+from golive.sqlstore import make_sql_engine
 
 from golive.observe.record import RequestRecord
 
@@ -315,25 +316,5 @@ def _record(row: Any) -> RequestRecord:
 def _make_engine(url: str) -> sa.Engine:
     # extra may hold anything a handler put there; a non-JSON value must not
     # cost us the whole row, so it is stored as its str().
-    kwargs: dict[str, Any] = {"json_serializer": lambda o: json.dumps(o, default=str)}
-    u = sa.make_url(url)
-    is_sqlite = u.get_backend_name() == "sqlite"
-    if is_sqlite and u.database not in (None, "", ":memory:"):
-        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    elif is_sqlite:
-        # In-memory (tests): every connection would be a fresh empty database,
-        # so all threads share one. Don't query while write_async is draining.
-        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    engine = sa.create_engine(url, **kwargs)
-    if is_sqlite:
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _conn_record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            # WAL: readers (golive log, the audit) never block the server's writes.
-            cur.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable across app crashes in WAL mode; FULL only adds
-            # power-loss safety at an fsync per commit.
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=5000")
-            cur.close()
-    return engine
+    return make_sql_engine(url, "NORMAL", 5000,
+                           json_serializer=lambda o: json.dumps(o, default=str))
