@@ -7,6 +7,7 @@ previous answer).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,8 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from golive.cli import app
-from golive.observe.audit import audit
+from golive.observe.audit import audit, check_sequential
+from golive.observe.record import RequestRecord
 from golive.observe.requestlog import RequestLog
 from golive.patterns.tokens import model_tokenizer
 
@@ -139,3 +141,27 @@ def test_audit_command_prints_the_table_and_writes_html(workload, tmp_path):
     assert page_html.count("<svg") == 4 and "fewer input tokens" in page_html
     r = CliRunner().invoke(app, ["audit", "--log-db", f"sqlite:///{tmp_path / 'empty.db'}"])
     assert r.exit_code == 2 and "empty" in r.output
+
+
+def _rec(rid: str, created: float, question: str, answer: str) -> RequestRecord:
+    body = {"model": MODEL, "messages": [{"role": "system", "content": STATIC},
+                                         {"role": "user", "content": question}]}
+    return RequestRecord(rid, created, "/v1/chat/completions", MODEL, "auto", "default",
+                         total_s=0.5, client_id="k", request_body=json.dumps(body),
+                         response_body=json.dumps({"choices": [  # as the request log keeps it
+                             {"index": 0, "content": answer, "finish_reason": "stop"}]}))
+
+
+@pytest.mark.parametrize("answer", ["You", "Answer", "The capital of France"])
+def test_answers_that_echo_shared_text_are_no_dependency(answer):
+    # pure logic: a short answer that already occurs in the shared system prompt or the
+    # question itself is not evidence that the next request used it
+    a = _rec("a", 100.0, "What is the capital of France?", answer)
+    b = _rec("b", 100.6, "What is the capital of France?", "Paris.")
+    assert set(check_sequential([a, b]).requests) == {"a", "b"}
+
+
+def test_an_answer_quoted_in_the_next_request_is_a_dependency():
+    a = _rec("a", 100.0, "Name an animal.", "A red fox")
+    b = _rec("b", 100.6, "Describe this: A red fox", "It is small.")
+    assert check_sequential([a, b]).requests == []

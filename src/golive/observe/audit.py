@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,17 +143,41 @@ def check_prefix(records: Sequence[RequestRecord], tokenizer: Any = None,
                "extra_cached_tokens": gain_tokens, "saving_usd": saving})
 
 
+def _strings(v: Any) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, dict):
+        return [s for x in v.values() for s in _strings(x)]
+    if isinstance(v, list):
+        return [s for x in v for s in _strings(x)]
+    return []
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.casefold())
+
+
+def _count(phrase: list[str], words: list[str]) -> int:
+    n = len(phrase)
+    return sum(words[i:i + n] == phrase for i in range(len(words) - n + 1)) if n else 0
+
+
 def _depends(prev: RequestRecord, nxt: RequestRecord) -> bool | None:
-    """Does `nxt`'s request contain `prev`'s answer? None when bodies are missing."""
-    answer = _response_text(prev).strip()
-    body = nxt.request_body
-    if not body or not prev.response_body:
+    """Does `nxt`'s request use `prev`'s answer? None when bodies are missing.
+
+    The answer counts as used when its opening words occur in `nxt`'s request
+    more often than they already did in `prev`'s own request: a one-word answer
+    such as "You" or a question echoed back ("The capital of France") is found
+    in text the two requests share, which says nothing about a dependency.
+    """
+    prev_body, nxt_body = _body(prev), _body(nxt)
+    if prev_body is None or nxt_body is None or not prev.response_body:
         return None
-    if len(answer) < 8:
-        return answer != "" and answer in body
-    # a distinctive piece of the answer, JSON-escaped as it appears in the body
-    piece = json.dumps(answer[: min(len(answer), 40)])[1:-1]
-    return piece in body
+    phrase = _words(_response_text(prev))[:8]
+    if not phrase:
+        return False
+    before = _count(phrase, _words(" ".join(_strings(prev_body))))
+    return _count(phrase, _words(" ".join(_strings(nxt_body)))) > before
 
 
 def check_sequential(records: Sequence[RequestRecord]) -> Finding:
