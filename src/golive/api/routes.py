@@ -276,7 +276,9 @@ async def get_model(model_id: str, request: Request) -> Response:
 @router.get("/health")
 async def health(request: Request) -> dict:
     st = request.app.state.backend.engine.stats()
+    model = request.app.state.backend.model
     return {"status": "ok", "model": request.app.state.backend.model_id,
+            "weights": getattr(model, "weights", "original"),
             "running": st.running, "waiting": sum(st.waiting.values()),
             "uptime_s": round(time.time() - request.app.state.started, 1)}
 

@@ -14,8 +14,8 @@ from golive.engine.types import EngineError, Event, Finished, GenerationRequest
 
 class EmbeddedBackend:
     def __init__(self, model_path: str | None = None, config: EngineConfig | None = None,
-                 model_id: str | None = None):
-        self.model = Model(model_path, model_id)
+                 model_id: str | None = None, weights: str = "auto"):
+        self.model = Model(model_path, model_id, weights)
         self.engine = Engine(self.model, config)
         self.model_id = self.model.id
         self.aliases = {self.model.id, self.model.path.stem, self.model.path.name}

@@ -40,6 +40,7 @@ from golive.engine.types import (
     GenerationRequest,
     InvalidRequest,
     ResourceUnavailable,
+    Tier,
     TierChange,
     Timings,
     TokenLogprob,
@@ -47,6 +48,8 @@ from golive.engine.types import (
 )
 
 log = logging.getLogger("golive.engine")
+
+LARGE_BATCH = 64  # from this many tokens per decode llama.cpp's CPU matmuls switch kernels
 
 
 @dataclass
@@ -62,6 +65,15 @@ class EngineConfig:
     prompt_lookup: bool = True  # draft from n-grams of prompt and output
     lookup_max_running: int = 4  # beyond this many running sequences lookup drafts cost more than they save
     draft_budget: int = 64  # draft tokens verified per step, over all sequences
+    # a priority prefill gets steps of its own (lower tiers sit them out), at most this
+    # many in a row, so its first token comes as fast as on an idle server
+    priority_solo_steps: int = 2
+    # Batch-invariant prompts: llama.cpp's CPU matmuls take one kernel path below
+    # LARGE_BATCH tokens per decode and another from there on, and the two round
+    # differently. In this mode every prompt position is computed in a large batch
+    # whatever the cache holds, so with one thread the output does not depend on
+    # what was cached (costs up to LARGE_BATCH recomputed tokens per cached request).
+    deterministic: bool = False
 
 
 @dataclass
@@ -101,6 +113,7 @@ class Engine:
         self._n = dict(prompt=0, cached=0, generated=0, steps=0, preempt=0, proposed=0,
                        accepted=0)
         self._stats_lock = threading.Lock()
+        self._solo_run = 0  # consecutive steps given to priority prefills alone
 
     # ---- public, thread-safe ----------------------------------------------
 
@@ -238,6 +251,9 @@ class Engine:
         matched = 0
         if self.config.prefix_cache or seq.index > 0 or seq.preempted:
             matched, holder = self.cache.match(seq.tokens[:-1])
+            if self.config.deterministic and not seq.preempted and seq.n_prompt >= LARGE_BATCH:
+                # recompute the prompt's tail as one large batch, as an uncached run would
+                matched = max(0, min(matched, seq.n_prompt - LARGE_BATCH))
             if matched and holder is not None:
                 self.runner.seq_cp(holder, sid, 0, matched)
                 if holder in self._lru:
@@ -295,8 +311,11 @@ class Engine:
         running = sorted(self.scheduler.running, key=lambda s: (s.tier, s.admitted_seq))
         if not running:
             return
+        running = self._solo_priority(running)
         budget = self.config.step_tokens
         draft_budget = self.config.draft_budget
+        if self.config.deterministic:  # keep decode-only steps below the large-batch kernels
+            draft_budget = min(draft_budget, LARGE_BATCH - 1 - len(running))
         lookup_ok = len(running) <= self.config.lookup_max_running
         toks: list[int] = []
         pos: list[int] = []
@@ -309,7 +328,7 @@ class Engine:
             n = seq.pending
             draft: list[int] = []
             if n > 1:
-                n = min(n, budget)
+                n = self._chunk(n, budget)
                 if n <= 0:
                     continue
                 budget -= n
@@ -340,6 +359,39 @@ class Engine:
                 # prompt done: share it with later requests while this one runs
                 self.cache.insert(seq.tokens[: seq.n_prompt], seq.seq_id)  # type: ignore[arg-type]
             self._verify(seq, idx, draft, now)
+
+    def _chunk(self, pending: int, budget: int) -> int:
+        """Prefill tokens to feed this step. In deterministic mode no chunk of a long
+        prompt is small, and none leaves a small remainder for the next step."""
+        n = min(pending, budget)
+        if not self.config.deterministic or n == pending:
+            return n
+        if pending - n < LARGE_BATCH:
+            n = pending - LARGE_BATCH
+        if n >= LARGE_BATCH:
+            return n
+        # too little room left this step: wait for the next, unless this is all there is
+        return min(pending, budget) if budget >= self.config.step_tokens else 0
+
+    def _solo_priority(self, running: list[Sequence]) -> list[Sequence]:
+        """While a priority request prefills, run priority sequences only.
+
+        A step's cost grows with every token in it (the CPU is compute-bound), so a
+        priority prompt batched beside a full server's decodes would wait several
+        times its idle prefill. Lower tiers sit out at most `priority_solo_steps`
+        steps in a row, then share one, so a stream of priority arrivals slows
+        them but never stops them.
+        """
+        limit = self.config.priority_solo_steps
+        prefilling = any(s.tier is Tier.PRIORITY and s.in_prefill for s in running)
+        if not prefilling or limit <= 0 or all(s.tier is Tier.PRIORITY for s in running):
+            self._solo_run = 0
+            return running
+        if self._solo_run >= limit:
+            self._solo_run = 0
+            return running
+        self._solo_run += 1
+        return [s for s in running if s.tier is Tier.PRIORITY]
 
     def _draft(self, seq: Sequence, budget: int, lookup_ok: bool) -> list[int]:
         """Tokens to verify after the sequence's next one, or none."""

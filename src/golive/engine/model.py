@@ -17,6 +17,7 @@ import llama_cpp as L
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from golive.engine.types import InvalidRequest
+from golive.engine.weights import resolve as resolve_weights
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 
@@ -47,7 +48,10 @@ def model_id_for(path: Path) -> str:
 
 
 class Model:
-    def __init__(self, path: str | os.PathLike | None = None, model_id: str | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, model_id: str | None = None,
+                 weights: str = "original"):
+        """`weights`: "original" loads the file as given; "auto" loads a Q8_0 copy of
+        weights that llama.cpp's CPU kernels handle slowly in batches (engine/weights.py)."""
         global _backend_ready
         self.path = Path(path) if path else default_model_path()
         if not self.path.is_file():
@@ -56,8 +60,9 @@ class Model:
             L.llama_log_set(_silent_log, ctypes.c_void_p(0))
             L.llama_backend_init()
             _backend_ready = True
+        self.weights_path, self.weights = resolve_weights(self.path, weights)
         params = L.llama_model_default_params()
-        self.handle = L.llama_model_load_from_file(str(self.path).encode(), params)
+        self.handle = L.llama_model_load_from_file(str(self.weights_path).encode(), params)
         if not self.handle:
             raise ValueError(f"llama.cpp could not load {self.path} as a GGUF model")
         self.vocab = L.llama_model_get_vocab(self.handle)
