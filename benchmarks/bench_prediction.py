@@ -293,7 +293,7 @@ def main() -> None:
 
     tok_model = Model(str(model))
     tokenize = lambda s: tok_model.tokenize(s, add_special=False, parse_special=False)  # noqa: E731
-    candidates = make_docs(n_docs * 4, tokenize)
+    candidates = make_docs(n_docs * 8, tokenize)
     cand_max = [min(1024, len(tokenize(d)) + 64) for d in candidates]
     golive_bin = str(Path(sys.executable).parent / "golive")
     scratch = tempfile.TemporaryDirectory(prefix="golive-bench-")

@@ -64,7 +64,7 @@ class EngineConfig:
     prefix_cache: bool = True
     prompt_lookup: bool = True  # draft from n-grams of prompt and output
     lookup_max_running: int = 4  # beyond this many running sequences lookup drafts cost more than they save
-    draft_budget: int = 64  # draft tokens verified per step, over all sequences
+    draft_budget: int = 128  # draft tokens verified per step, over all sequences
     # a priority prefill gets steps of its own (lower tiers sit them out), at most this
     # many in a row, so its first token comes as fast as on an idle server
     priority_solo_steps: int = 2

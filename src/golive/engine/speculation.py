@@ -13,18 +13,25 @@ import difflib
 from collections import defaultdict
 
 
+PREDICTION_MAX_K = 63
+
+
 class AdaptiveK:
     """Draft length that follows the acceptance: grow while drafts are taken
-    whole, shrink to just past what was accepted when they are not."""
+    whole; when they are not, shrink to just past what was accepted, or with
+    `halve` only by half (a prediction that missed once, at an edit, is usually
+    right again just after it)."""
 
-    def __init__(self, start: int, lo: int, hi: int):
-        self.k, self.lo, self.hi = start, lo, hi
+    def __init__(self, start: int, lo: int, hi: int, halve: bool = False):
+        self.k, self.lo, self.hi, self.halve = start, lo, hi, halve
 
     def update(self, proposed: int, accepted: int) -> None:
         if proposed == 0:
             return
         if accepted == proposed:
             self.k = min(self.hi, self.k * 2)
+        elif self.halve:
+            self.k = max(self.lo, self.k // 2)
         else:
             self.k = max(self.lo, min(self.hi, accepted + 2))
 
@@ -64,7 +71,9 @@ class PredictionDrafter:
         self.ptr: int | None = 0
         self.index = _NgramIndex(max(self.ALIGN_N))
         self.index.extend(prediction)
-        self.k = AdaptiveK(start=8, lo=2, hi=16)
+        # hi: a 64-token verification (63 drafts) reaches llama.cpp's large-batch CPU
+        # kernels, which cost less per token than any smaller step (docs/architecture.md)
+        self.k = AdaptiveK(start=8, lo=2, hi=PREDICTION_MAX_K, halve=True)
         self._last = 0
 
     def propose(self, output: list[int]) -> list[int]:
