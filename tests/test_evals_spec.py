@@ -202,6 +202,34 @@ def test_paired_bootstrap():
     assert paired_bootstrap(a, a[::-1], seed=3) == paired_bootstrap(a, a[::-1], seed=3)
 
 
+def test_compare_fail_on_regression_gates_ci(tmp_path):
+    # pure logic: two stored runs whose case scores are made up, so the verdict is known
+    from golive.evals.store import EvalStore
+
+    db = tmp_path / "evals.db"
+    scores = [0.0, 1.0, 0.5, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0, 1.0] * 3
+    with EvalStore(db) as store:
+        ids = {}
+        for name, shift in (("before", 0.5), ("after", 0.0)):
+            run = store.new_run(name, "qa.yaml", {})
+            for i, sc in enumerate(scores):
+                store.save_result(run, {"variant": "v", "case_id": f"c{i}", "repeat": 0,
+                                        "score": min(1.0, sc + shift)})
+            store.finish_run(run, {})
+            ids[name] = run
+    cli = CliRunner()
+    worse = cli.invoke(app, ["eval", "compare", ids["before"], ids["after"], "--db", str(db),
+                             "--fail-on-regression", "--json"])
+    assert worse.exit_code == 1, worse.output
+    assert json.loads(worse.output)["comparisons"][0]["verdict"] == "worse"
+    better = cli.invoke(app, ["eval", "compare", ids["after"], ids["before"], "--db", str(db),
+                              "--fail-on-regression"])
+    assert better.exit_code == 0, better.output
+    same = cli.invoke(app, ["eval", "compare", ids["after"], ids["after"], "--db", str(db),
+                            "--fail-on-regression"])
+    assert same.exit_code == 0, same.output
+
+
 # ---- eval sets from the request log ---------------------------------------------------------
 
 
