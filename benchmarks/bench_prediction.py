@@ -13,9 +13,9 @@ line changed (a digit or a word), is the prediction, the way a caller's copy
 of a file differs from what the model will write in one spot. Answers whose
 greedy path the engine's batch shapes can flip (numerical near-ties, see
 docs/architecture.md) would measure the model's instability rather than the
-lever, so a calibration server first keeps documents whose answer comes out
-the same when decoded in draft-verification batches (the share of the answer
-found in the prediction is then measured again in the timed runs and
+lever, so a calibration server first keeps documents where the request sent
+with its prediction still answers with at least 90% of the prediction (the
+share is then measured again in the timed runs, on fresh servers, and
 reported). Every timed request's prompt is warm in the server's cache (an
 untimed request with the same prompt goes first), so the numbers compare
 decoding, where the lever acts, not prefill.
@@ -186,16 +186,19 @@ async def _warm(client, model: str, messages: list[dict]) -> None:
 
 
 async def calibrate(server: Server, docs: list[str], max_tokens: list[int], want: int,
-                    min_tokens: int = 150, min_agree: float = 0.9) -> tuple[list[int], list[str]]:
-    """Documents whose answer is stable, and the model's earlier answer to each.
+                    seed: int = 11, min_tokens: int = 150,
+                    min_share: float = 0.9) -> tuple[list[int], list[str]]:
+    """Documents whose answer is stable, and the prediction for each.
 
-    An answer is kept when it has at least `min_tokens` tokens and the same request
-    with that answer as its prediction (decoded in verification batches) gives back
-    at least `min_agree` of it.
+    The prediction is the model's earlier answer with one line changed. A document
+    is kept when that answer has at least `min_tokens` tokens and the request sent
+    again with the prediction (decoded in verification batches) still gives an
+    answer of which at least `min_share` is found in the prediction.
     """
     client = make_client(server)
+    rng = random.Random(seed)
     kept: list[int] = []
-    answers: list[str] = []
+    predictions: list[str] = []
     for i, doc in enumerate(docs):
         if len(kept) >= want:
             break
@@ -203,13 +206,19 @@ async def calibrate(server: Server, docs: list[str], max_tokens: list[int], want
         earlier = await _timed(client, server.model_id, msgs, max_tokens[i])
         if earlier["completion_tokens"] < min_tokens:
             continue
-        again = await _timed(client, server.model_id, msgs, max_tokens[i], earlier["text"])
-        if again["accepted"] >= min_agree * earlier["completion_tokens"]:
+        prediction = edit_one_line(earlier["text"], rng)
+        again = await _timed(client, server.model_id, msgs, max_tokens[i], prediction)
+        if _share(again) >= min_share:
             kept.append(i)
-            answers.append(earlier["text"])
+            predictions.append(prediction)
         console.print(f"  calibration: {len(kept)}/{want} kept of {i + 1} documents", end="\r")
     await client.close()
-    return kept, answers
+    return kept, predictions
+
+
+def _share(x: dict[str, Any]) -> float:
+    """Share of the answer's tokens found in the prediction (OpenAI's accepted count)."""
+    return min(1.0, x["accepted"] / max(1, x["completion_tokens"] - x["rejected"]))
 
 
 async def run_docs(server: Server, docs: list[str], max_tokens: list[int],
@@ -318,12 +327,10 @@ def main() -> None:
     console.print(f"verification ceiling: {ceiling}")
     busy: dict[str, float | None] = {"calibration": cpu_busy()}
     with running_server("golive-calibration", golive(), env) as s:
-        kept, answers = asyncio.run(calibrate(s, candidates, cand_max, n_docs))
+        kept, predictions = asyncio.run(calibrate(s, candidates, cand_max, n_docs))
     console.print(f"\nkept {len(kept)} of the candidate documents")
     docs = [candidates[i] for i in kept]
     max_tokens = [cand_max[i] for i in kept]
-    r = random.Random(11)
-    predictions = [edit_one_line(a, r) for a in answers]
 
     busy["golive"] = cpu_busy()
     with running_server("golive", golive(), env) as s:
@@ -339,8 +346,7 @@ def main() -> None:
     scratch.cleanup()
 
     pred = g["predicted"]
-    share = [min(1.0, x["accepted"] / max(1, x["completion_tokens"] - x["rejected"]))
-             for x in pred]
+    share = [_share(x) for x in pred]
     same = sum(a["text"] == b["text"] for a, b in zip(g["plain"], pred))
     answered = [i for i, x in enumerate(p["plain"]) if x is not None]
     per_doc = {
