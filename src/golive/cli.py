@@ -22,12 +22,13 @@ app.add_typer(batch_app, name="batch")
 
 def _engine_config(slots: int, ctx: int, threads: int, step_tokens: int, no_prefix_cache: bool,
                    no_prompt_lookup: bool = False, priority_solo_steps: int = 2,
-                   deterministic: bool = False):
+                   deterministic: bool = False, priority_guard: float = 10.0):
     from golive.engine.engine import EngineConfig
 
     return EngineConfig(slots=slots, kv_size=ctx, threads=threads, step_tokens=step_tokens,
                         prefix_cache=not no_prefix_cache, prompt_lookup=not no_prompt_lookup,
-                        priority_solo_steps=priority_solo_steps, deterministic=deterministic)
+                        priority_solo_steps=priority_solo_steps, deterministic=deterministic,
+                        priority_guard_s=priority_guard)
 
 
 def _check_weights(weights: str) -> None:
@@ -60,6 +61,7 @@ def serve(
     batch_db: Annotated[Optional[str], typer.Option(help="Batch store URL (default: SQLite in the data dir)")] = None,
     no_batch_runner: Annotated[bool, typer.Option("--no-batch-runner", help="Accept batches but run none here (another gateway on the same store does)")] = False,
     batch_window: Annotated[float, typer.Option(help="Seconds the '24h' completion window lasts (for tests)", hidden=True)] = 86400.0,
+    priority_guard: Annotated[float, typer.Option(min=0, help="Seconds after a priority request during which lower tiers prefill in small chunks and draft nothing, so priority requests land in short steps (0 = off)")] = 10.0,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Batch-invariant prompts: with --threads 1 the output does not depend on what the prefix cache holds (costs up to 64 recomputed tokens per cached request)")] = False,
     weights: Annotated[str, typer.Option(help="auto: load a cached Q8_0 copy of Q4_1/Q5_x weights, which batch several times faster on CPU (docs/architecture.md); original: the file as given; q8_0: always convert")] = "auto",
 ) -> None:
@@ -76,7 +78,7 @@ def serve(
     backend = EmbeddedBackend(str(model) if model else None,
                               _engine_config(slots, ctx, threads, step_tokens, no_prefix_cache,
                                              no_prompt_lookup, priority_solo_steps,
-                                             deterministic),
+                                             deterministic, priority_guard),
                               weights=weights)
     settings = ServerSettings(flex_queue_timeout=flex_timeout, priority_tokens_per_min=priority_tpm,
                               log_db=log_db, request_log=not no_request_log, log_bodies=log_bodies,

@@ -68,6 +68,11 @@ class EngineConfig:
     # a priority prefill gets steps of its own (lower tiers sit them out), at most this
     # many in a row, so its first token comes as fast as on an idle server
     priority_solo_steps: int = 2
+    # for this many seconds after a priority request arrives, lower tiers prefill at
+    # most guard_prefill_tokens per step and draft nothing, so that the step a new
+    # priority request lands in is short (0 = off)
+    priority_guard_s: float = 10.0
+    guard_prefill_tokens: int = 16
     # Batch-invariant prompts: llama.cpp's CPU matmuls take one kernel path below
     # LARGE_BATCH tokens per decode and another from there on, and the two round
     # differently. In this mode every prompt position is computed in a large batch
@@ -114,6 +119,7 @@ class Engine:
                        accepted=0)
         self._stats_lock = threading.Lock()
         self._solo_run = 0  # consecutive steps given to priority prefills alone
+        self._last_priority = float("-inf")  # monotonic time of the last priority arrival
 
     # ---- public, thread-safe ----------------------------------------------
 
@@ -205,6 +211,8 @@ class Engine:
     def _add(self, group: Group) -> None:
         self._groups[group.req.id] = group
         req = group.req
+        if req.tier is Tier.PRIORITY:
+            self._last_priority = time.monotonic()
         for i in range(req.n):
             seq = Sequence(group, i)
             if req.grammar is not None:
@@ -317,6 +325,13 @@ class Engine:
         if self.config.deterministic:  # keep decode-only steps below the large-batch kernels
             draft_budget = min(draft_budget, LARGE_BATCH - 1 - len(running))
         lookup_ok = len(running) <= self.config.lookup_max_running
+        cfg = self.config
+        # Priority traffic is about: keep lower tiers' steps short, since a priority
+        # request that arrives mid-step waits for the step to end (not in
+        # deterministic mode, whose prefill chunks must stay large).
+        guarded = (cfg.priority_guard_s > 0 and not cfg.deterministic
+                   and time.monotonic() - self._last_priority < cfg.priority_guard_s)
+        low_budget = cfg.guard_prefill_tokens if guarded else budget
         toks: list[int] = []
         pos: list[int] = []
         sids: list[int] = []
@@ -327,12 +342,15 @@ class Engine:
         for seq in sorted(running, key=lambda s: s.pending > 1):
             n = seq.pending
             draft: list[int] = []
+            low = seq.tier is not Tier.PRIORITY
             if n > 1:
-                n = self._chunk(n, budget)
+                n = self._chunk(n, min(budget, low_budget) if low else budget)
                 if n <= 0:
                     continue
                 budget -= n
-            elif draft_budget > 0:
+                if low:
+                    low_budget -= n
+            elif draft_budget > 0 and not (guarded and low):
                 draft = self._draft(seq, draft_budget, lookup_ok)
                 draft_budget -= len(draft)
             start = seq.n_computed
