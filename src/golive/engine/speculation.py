@@ -19,8 +19,9 @@ PREDICTION_MAX_K = 63
 class AdaptiveK:
     """Draft length that follows the acceptance: grow while drafts are taken
     whole; when they are not, shrink to just past what was accepted, or with
-    `halve` only by half (a prediction that missed once, at an edit, is usually
-    right again just after it)."""
+    `halve` only by half, and not at all when most of the draft was taken (a
+    prediction that missed once, at an edit, is usually right again just after
+    it)."""
 
     def __init__(self, start: int, lo: int, hi: int, halve: bool = False):
         self.k, self.lo, self.hi, self.halve = start, lo, hi, halve
@@ -31,7 +32,9 @@ class AdaptiveK:
         if accepted == proposed:
             self.k = min(self.hi, self.k * 2)
         elif self.halve:
-            self.k = max(self.lo, self.k // 2)
+            # a miss after most of the draft was taken is an isolated flip: keep k
+            if accepted * 2 < proposed:
+                self.k = max(self.lo, self.k // 2)
         else:
             self.k = max(self.lo, min(self.hi, accepted + 2))
 
