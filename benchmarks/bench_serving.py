@@ -394,8 +394,12 @@ def table(
 
 
 def server_commands(
-    model: Path, threads: int, golive_ctx: int | None
+    model: Path, threads: int, golive_ctx: int | None, peer_weights: str = "gguf"
 ) -> dict[str, Callable[[int], Sequence[str]]]:
+    """peer_weights: "gguf" gives the peer the GGUF golive is given (what a user
+    comparing the two servers runs); "golive" gives it the file golive loads
+    (its Q8_0 copy of Q4_1 weights), which compares the engines on equal weights."""
+    peer_file = served_weights(model) if peer_weights == "golive" else model
     golive_bin = Path(sys.executable).parent / "golive"
 
     def golive(port: int) -> list[str]:
@@ -427,7 +431,7 @@ def server_commands(
             "-m",
             "llama_cpp.server",
             "--model",
-            str(served_weights(model)),  # the weights golive loads (see common.py)
+            str(peer_file),
             "--n_threads",
             str(threads),
             "--n_threads_batch",
@@ -455,6 +459,8 @@ def main() -> None:
     ap.add_argument("--servers", default="golive,peer", help="comma list: golive,peer")
     ap.add_argument("--golive-ctx", type=int, default=None, help="pass --ctx to golive serve")
     ap.add_argument("--no-docs", action="store_true", help="don't touch docs/benchmarks.md")
+    ap.add_argument("--peer-weights", choices=("gguf", "golive"), default="gguf",
+                    help="the peer loads the same GGUF (default) or golive's converted file")
     args = ap.parse_args()
 
     model = (args.model or default_gguf()).resolve()
@@ -463,8 +469,17 @@ def main() -> None:
         if args.quick
         else {"ttft": 5, "decode": 5, "prefix": 5, "concurrency": 3}
     )
-    commands = server_commands(model, args.threads, args.golive_ctx)
+    commands = server_commands(model, args.threads, args.golive_ctx, args.peer_weights)
     notes = [PEER_NOTE]
+    if args.peer_weights == "golive":
+        notes.append("The peer ran on golive's converted weights (`--peer-weights golive`): "
+                     f"`{served_weights(model).name}`, the file golive loads.")
+    else:
+        notes.append(
+            "Both servers were given the same GGUF. golive loads a cached Q8_0 copy of Q4_1 "
+            "weights (docs/architecture.md, Weights); part of its lead comes from that. "
+            "`--peer-weights golive` gives the peer the converted file too: see "
+            "`benchmarks/results/serving_peer_on_golive_weights.json` and the table below.")
     wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     if "golive" in wanted and not Path(commands["golive"](0)[0]).exists():
         console.print("[yellow]golive console script not found; skipping golive[/]")

@@ -156,6 +156,45 @@ def test_priority_preempts_and_the_preempted_output_is_unchanged(one_slot):
     assert result["text"] == alone.choices[0].message.content
 
 
+def _metric(server: Server, name: str) -> float:
+    text = httpx.get(server.base + "/metrics", timeout=10).text
+    return float(re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M).group(1))
+
+
+def test_priority_arrival_stops_the_step_in_flight_and_changes_no_output(one_slot):
+    """A priority request stops the lower-tier decode in flight (llama.cpp's abort
+    callback) instead of waiting for it; the stopped step is redone, so the lower-tier
+    answer is the one it gives alone."""
+    one_slot.wait_idle()
+    client = one_slot.client()
+    ask = dict(model=MODEL, messages=_msgs("List ten animals, one per line, with a fact."),
+               max_tokens=160, temperature=0, logit_bias=NO_EOS)
+    alone = client.chat.completions.create(**ask)
+    before = _metric(one_slot, "golive_aborted_steps")
+    started = threading.Event()
+    result: dict = {}
+
+    def background() -> None:
+        text = ""
+        for ch in client.chat.completions.create(stream=True, **ask):
+            if ch.choices and ch.choices[0].delta.content:
+                text += ch.choices[0].delta.content
+                started.set()
+        result["text"] = text
+
+    t = threading.Thread(target=background)
+    t.start()
+    assert started.wait(60)
+    for i in range(4):  # several arrivals: one may land between two steps
+        r = client.chat.completions.create(model=MODEL, messages=_msgs(f"Say {i}."),
+                                           max_tokens=2, service_tier="priority")
+        assert r.service_tier == "priority"
+        time.sleep(0.05)
+    t.join(120)
+    assert _metric(one_slot, "golive_aborted_steps") >= before + 1
+    assert result["text"] == alone.choices[0].message.content
+
+
 def test_default_is_served_while_flex_waits(one_slot):
     """Flex never takes a slot a default request is waiting for."""
     one_slot.wait_idle()

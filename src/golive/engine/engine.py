@@ -26,7 +26,7 @@ import numpy as np
 from golive.engine.grammar import apply_mask
 from golive.engine.model import Model
 from golive.engine.prefix_cache import PrefixCache
-from golive.engine.runner import KVFull, Runner
+from golive.engine.runner import Aborted, KVFull, Runner
 from golive.engine.sampling import log_softmax_at
 from golive.engine.scheduler import Scheduler
 from golive.engine.sequence import Group, Sequence, Status
@@ -73,6 +73,9 @@ class EngineConfig:
     # priority request lands in is short (0 = off)
     priority_guard_s: float = 10.0
     guard_prefill_tokens: int = 16
+    # a priority request stops a step that holds lower tiers only (llama.cpp's abort
+    # callback), so it need not wait for that step to end; never twice in a row
+    priority_abort: bool = True
     # Batch-invariant prompts: llama.cpp's CPU matmuls take one kernel path below
     # LARGE_BATCH tokens per decode and another from there on, and the two round
     # differently. In this mode every prompt position is computed in a large batch
@@ -94,6 +97,7 @@ class EngineStats:
     generated_tokens: int
     steps: int
     preemptions: int
+    aborted_steps: int
     draft_proposed: int
     draft_accepted: int
 
@@ -116,10 +120,12 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._n = dict(prompt=0, cached=0, generated=0, steps=0, preempt=0, proposed=0,
-                       accepted=0)
+                       accepted=0, aborted=0)
         self._stats_lock = threading.Lock()
         self._solo_run = 0  # consecutive steps given to priority prefills alone
         self._last_priority = float("-inf")  # monotonic time of the last priority arrival
+        self._abortable = False  # the decode in flight holds no priority work
+        self._aborted_last = False
 
     # ---- public, thread-safe ----------------------------------------------
 
@@ -148,6 +154,8 @@ class Engine:
         room = self.max_context - len(req.prompt)
         max_new = room if req.max_tokens is None else min(req.max_tokens, room)
         self._commands.put(("add", Group(req, sink, max_new)))
+        if req.tier is Tier.PRIORITY and self._abortable:
+            self.runner.request_abort()
 
     def cancel(self, req: GenerationRequest) -> None:
         req.cancelled.set()
@@ -172,6 +180,7 @@ class Engine:
                 generated_tokens=self._n["generated"],
                 steps=self._n["steps"],
                 preemptions=self._n["preempt"],
+                aborted_steps=self._n["aborted"],
                 draft_proposed=self._n["proposed"],
                 draft_accepted=self._n["accepted"],
             )
@@ -362,11 +371,25 @@ class Engine:
             want.extend([False] * (n - 1) + [ends] + [True] * len(draft))
             plan.append((seq, n, len(toks) - len(draft) - 1 if ends else -1, draft))
         self._make_room(len(toks))
+        self.runner.clear_abort()
+        self._abortable = (self.config.priority_abort and not self._aborted_last
+                           and all(seq.tier is not Tier.PRIORITY for seq, *_ in plan))
         try:
             self.runner.decode(toks, pos, sids, want)
         except KVFull:
             self._recover_kv()
             return  # retry next step with the freed cells
+        except Aborted:
+            # a priority request came in: drop whatever cells the step wrote and plan
+            # again with it; the lower tiers redo this step right after
+            for seq, *_ in plan:
+                self.runner.seq_rm(seq.seq_id, seq.n_computed, -1)  # type: ignore[arg-type]
+            self._n["aborted"] += 1
+            self._aborted_last = True
+            return
+        finally:
+            self._abortable = False
+        self._aborted_last = False
         self._n["steps"] += 1
         now = time.monotonic()
         for seq, fed, idx, draft in plan:

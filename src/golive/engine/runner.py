@@ -5,8 +5,10 @@ Only the engine thread may call into this object.
 
 from __future__ import annotations
 
-import numpy as np
+import ctypes
+
 import llama_cpp as L
+import numpy as np
 
 from golive.engine.model import Model
 
@@ -17,6 +19,16 @@ class DecodeError(RuntimeError):
 
 class KVFull(DecodeError):
     """llama.cpp found no free KV cells for the batch."""
+
+
+class Aborted(DecodeError):
+    """The decode was stopped before it finished (`Runner.request_abort`)."""
+
+
+# llama.cpp polls an abort callback between graph nodes, from its compute threads.
+# A Python callback would take the GIL there on every poll; libc's strlen over a
+# one-byte flag answers the same question ("is the flag set?") without Python.
+_strlen = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
 
 
 class Runner:
@@ -45,6 +57,10 @@ class Runner:
         self._logits = np.ctypeslib.as_array(self.batch.logits, shape=(max_batch,))
         self._nseq[:] = 1
         self.n_vocab = model.n_vocab
+        self._abort_flag = ctypes.create_string_buffer(2)
+        self._abort_cb = L.ggml_abort_callback(_strlen)  # kept alive with the context
+        L.llama_set_abort_callback(self.ctx, self._abort_cb,
+                                   ctypes.cast(self._abort_flag, ctypes.c_void_p))
 
     def decode(self, tokens: list[int], positions: list[int], seqs: list[int],
                want: list[bool]) -> None:
@@ -61,8 +77,17 @@ class Runner:
         rc = L.llama_decode(self.ctx, self.batch)
         if rc == 1:
             raise KVFull("no KV slot for the batch")
+        if rc == 2:
+            raise Aborted("decode aborted")
         if rc != 0:
             raise DecodeError(f"llama_decode failed with {rc}")
+
+    def request_abort(self) -> None:
+        """Stop the decode in flight (or the next one). Safe from any thread."""
+        self._abort_flag[0] = b"\x01"
+
+    def clear_abort(self) -> None:
+        self._abort_flag[0] = b"\x00"
 
     def logits(self, i: int) -> np.ndarray:
         """Logits for batch index i (a view valid until the next decode)."""

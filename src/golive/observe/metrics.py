@@ -96,6 +96,9 @@ class _EngineCollector:
         yield CounterMetricFamily("golive_engine_steps", "llama_decode calls", value=st.steps)
         yield CounterMetricFamily("golive_preemptions", "Sequences preempted by priority",
                                   value=st.preemptions)
+        yield CounterMetricFamily("golive_aborted_steps",
+                                  "Lower-tier engine steps stopped for a priority arrival",
+                                  value=st.aborted_steps)
         yield CounterMetricFamily("golive_draft_tokens_proposed",
                                   "Speculative draft tokens verified (prediction, prompt lookup, "
                                   "grammar-forced)", value=st.draft_proposed)
