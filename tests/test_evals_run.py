@@ -241,7 +241,9 @@ def test_cli_gate_exit_code_list_show_compare(server, store, tmp_path):
 
     r = cli.invoke(app, ["eval", "list", "--db", db, "--json"])
     assert run_id in {x["id"] for x in json.loads(r.output)}
-    r = cli.invoke(app, ["eval", "show", run_id[:17], "--db", db])  # a unique prefix works
+    # a unique prefix works (ids are a timestamp and 6 hex digits: runs of the same
+    # second share the first 16 characters)
+    r = cli.invoke(app, ["eval", "show", run_id[:-2], "--db", db])
     assert r.exit_code == 0 and "plain" in r.output
     r = cli.invoke(app, ["eval", "compare", f"{run_id}:plain", f"{run_id}:short", "--db", db,
                          "--json"])

@@ -20,14 +20,25 @@ def nocache_server(tmp_path_factory):
     s.stop()
 
 
+@pytest.fixture(scope="module")
+def fresh_exact(tmp_path_factory):
+    """A one-thread deterministic server with an empty KV cache. llama.cpp's attention
+    sums over KV cells in the order they sit in the pool; on a server that has run
+    other tests, a sequence's cells may sit in another order than on a fresh one, and
+    the sums round differently. Both sides of the cache comparison start fresh."""
+    s = Server(tmp_path_factory.mktemp("golive-fresh-exact"), "--slots", "2", *EXACT)
+    yield s
+    s.stop()
+
+
 def _long_system() -> dict:
     rules = " ".join(f"Rule {i}: when the user says word {i}, reply with number {i * 7}."
                      for i in range(80))
     return {"role": "system", "content": "You follow these rules exactly. " + rules}
 
 
-def test_cached_prefix_gives_same_output_as_cache_off(exact, nocache_server):
-    client = exact.client()
+def test_cached_prefix_gives_same_output_as_cache_off(fresh_exact, nocache_server):
+    client = fresh_exact.client()
     system = _long_system()
     warm = [system, {"role": "user", "content": "Tell me about rule 3."}]
     ask = [system, {"role": "user", "content": "Summarise the rules in one sentence."}]

@@ -79,6 +79,11 @@ class Closers:
         self.close_json = np.array(sorted({t for t, p in enumerate(self.pieces)
                                            if (p and set(p) <= closing) or p == b"null"}
                                           | set(eog)), dtype=np.int64)
+        # a token that closes several levels at once ("}}}") beats one that closes one:
+        # deep nesting must still fit in what is left of the budget
+        self.close_json_bonus = np.array([10.0 + len(self.pieces[t]) for t in self.close_json],
+                                         dtype=np.float32)
+        self.eog = np.array(sorted(set(eog)), dtype=np.int64)
         # what formats need before a string may close: an email's "@" and ".", a time's "Z"
         self.at = np.array([t for t, p in enumerate(self.pieces) if p == b"@"], dtype=np.int64)
         self.helpers = np.array([t for t, p in enumerate(self.pieces) if p in (b"Z", b".")],
@@ -91,7 +96,7 @@ class Closers:
             logits[self.at] += 15.0  # these only win where a quote is not allowed yet
             logits[self.helpers] += 10.0
         else:
-            logits[self.close_json] += 10.0
+            logits[self.close_json] += self.close_json_bonus
 
 
 def in_string(text: bytes) -> bool:
@@ -133,6 +138,8 @@ class Matcher:
         apply_mask(logits, self._mask)
         if self.wrapping_up:
             self._closers.steer(logits, self._tokens)  # type: ignore[union-attr]
+            if self.can_stop():  # complete JSON: end the turn rather than run into the limit
+                logits[self._closers.eog] += 30.0  # type: ignore[union-attr]
 
     def accept(self, token: int) -> bool:
         """Advance by one sampled token. False if the grammar forbids it (the matcher

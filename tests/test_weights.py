@@ -1,0 +1,62 @@
+"""Which weight file the engine loads (engine/weights.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from golive.cli import app
+from golive.engine.model import Model, default_model_path
+from golive.engine.runner import Runner
+from golive.engine.weights import file_type, resolve
+
+
+def test_the_default_q4_1_model_is_served_from_a_cached_q8_0_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("GOLIVE_CACHE_DIR", str(tmp_path))
+    src = default_model_path()
+    assert file_type(src) == 3  # Q4_1
+    path, what = resolve(src, "auto")
+    assert what == "Q4_1 -> Q8_0" and path.parent == tmp_path / "weights"
+    assert file_type(path) == 7  # Q8_0
+    again, _ = resolve(src, "auto")  # cached: the same file, not converted twice
+    assert again == path and path.stat().st_mtime_ns == again.stat().st_mtime_ns
+    assert resolve(src, "original") == (src, "original")
+    assert resolve(path, "auto") == (path, "original")  # Q8_0 already: nothing to do
+    assert not list((tmp_path / "weights").glob("*.tmp"))
+
+
+def test_the_copy_predicts_like_the_original():
+    # Q8_0 holds the Q4_1 weights almost exactly: the next-token distributions agree
+    text = ("The river flows through the old town, past the mill and the church, "
+            "and then turns north towards the hills where the shepherds live. ") * 4
+    rows = []
+    for weights in ("original", "auto"):
+        m = Model(weights=weights)
+        toks = m.tokenize(text)
+        r = Runner(m, 1024, 1, 512, 1)
+        r.decode(toks, list(range(len(toks))), [0] * len(toks), [True] * len(toks))
+        rows.append(np.array([r.logits(i).copy() for i in range(len(toks))]))
+        r.close()
+        m.close()
+    a, b = rows
+
+    def log_softmax(x):
+        x = x - x.max(1, keepdims=True)
+        return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+    la, lb = log_softmax(a), log_softmax(b)
+    kl = float((np.exp(la) * (la - lb)).sum(1).mean())
+    agree = float((a.argmax(1) == b.argmax(1)).mean())
+    assert kl < 0.02 and agree > 0.9, (kl, agree)
+
+
+def test_bad_weights_mode():
+    with pytest.raises(ValueError, match="weights must be one of"):
+        resolve(default_model_path(), "q2_k")
+    r = CliRunner().invoke(app, ["serve", "--weights", "q2_k"])
+    assert r.exit_code == 2 and "--weights" in r.output
+
+
+def test_health_says_which_weights_are_served(server):
+    assert server.health()["weights"] == "Q4_1 -> Q8_0"
