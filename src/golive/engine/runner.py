@@ -28,7 +28,10 @@ class Aborted(DecodeError):
 # llama.cpp polls an abort callback between graph nodes, from its compute threads.
 # A Python callback would take the GIL there on every poll; libc's strlen over a
 # one-byte flag answers the same question ("is the flag set?") without Python.
-_strlen = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+try:
+    _strlen: int | None = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+except (OSError, AttributeError):  # no C library to look up (Windows): steps run to the end
+    _strlen = None
 
 
 class Runner:
@@ -58,9 +61,10 @@ class Runner:
         self._nseq[:] = 1
         self.n_vocab = model.n_vocab
         self._abort_flag = ctypes.create_string_buffer(2)
-        self._abort_cb = L.ggml_abort_callback(_strlen)  # kept alive with the context
-        L.llama_set_abort_callback(self.ctx, self._abort_cb,
-                                   ctypes.cast(self._abort_flag, ctypes.c_void_p))
+        if _strlen is not None:
+            self._abort_cb = L.ggml_abort_callback(_strlen)  # kept alive with the context
+            L.llama_set_abort_callback(self.ctx, self._abort_cb,
+                                       ctypes.cast(self._abort_flag, ctypes.c_void_p))
 
     def decode(self, tokens: list[int], positions: list[int], seqs: list[int],
                want: list[bool]) -> None:
