@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,3 +131,19 @@ def assert_same_or_near_tie(ref, other, gap: float = 0.1) -> bool:
                 f"where the reference's top-2 gap was {d:.3f} > {gap}")
             return False
     return True
+
+
+def chromium() -> str:
+    """Path of Debian's chromium for the headless page tests.
+
+    `.ci/run` installs it and sets GOLIVE_REQUIRE_BROWSER=1, so there a missing
+    browser fails the run; on a developer machine without it the page tests skip
+    with the install hint (Playwright cannot download a browser offline).
+    """
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        why = "headless page tests need Debian's chromium (apt-get install -y chromium)"
+        if os.environ.get("GOLIVE_REQUIRE_BROWSER") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return path

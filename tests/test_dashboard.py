@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MODEL
+from conftest import MODEL, chromium
 from golive.api.dashboard import mean_token_gap, window_stats
 from golive.observe.record import RequestRecord
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TIERS = ("priority", "default", "flex")
 # Long enough that a repeat is mostly served from the prefix cache.
 PROMPT = ("You are the support assistant of a small bakery. Opening hours are 7 to 18 on "
@@ -216,9 +213,9 @@ def _value(cell: dict) -> float | None:
 
 
 def test_page_in_chromium(server, traffic, tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.skip("no chromium at /usr/bin/chromium (Debian: apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    from playwright import sync_api  # a test dependency; it drives Debian's chromium
+
+    browser_path = chromium()
 
     seen: dict[float, dict] = {}  # every JSON the page received, by its time
 
@@ -230,7 +227,7 @@ def test_page_in_chromium(server, traffic, tmp_path):
 
     client = server.client()
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        browser = p.chromium.launch(executable_path=browser_path, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -19,7 +18,7 @@ from golive.cli import app
 from golive.evals.runner import RunOptions, run_eval
 from golive.evals.store import EvalStore
 
-from conftest import MODEL
+from conftest import MODEL, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "evals" / "qa.yaml"
@@ -288,12 +287,8 @@ def test_cost_from_price_table_without_golive_header():
 
 # ---- the example and its HTML report in headless Chromium ----------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="headless check needs Debian's chromium package "
-                                             "(apt-get install -y chromium)")
 def test_example_html_report_in_headless_chromium(server, store, tmp_path):
+    browser = chromium()
     html = tmp_path / "report.html"
     r = CliRunner().invoke(app, [
         "eval", "run", str(EXAMPLE), "--base-url", server.base + "/v1", "--db", str(store.path),
@@ -302,7 +297,7 @@ def test_example_html_report_in_headless_chromium(server, store, tmp_path):
     for name in ("zero-shot", "few-shot", "short"):
         assert name in r.output
 
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    base = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
             "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(base + ["--dump-dom", html.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout

@@ -7,6 +7,7 @@ reported and counted but never averaged in as zeros.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,7 +47,7 @@ class Chat(Protocol):
                        messages: list[dict[str, str]], params: dict[str, Any]) -> str: ...
 
 
-class Grader:
+class Grader(abc.ABC):
     """Base class: `spec` is the validated grader entry of the eval file."""
 
     # Worth a cache lookup: slow (model calls, neural nets), deterministic per key.
@@ -64,8 +65,17 @@ class Grader:
         return self.spec.model_dump(mode="json", exclude={"name", "weight", "threshold",
                                                           "min_mean"})
 
+    @abc.abstractmethod
+    async def grade(self, x: GradeInput, chat: Chat) -> Grade:
+        """Grade one output; model-based graders reach their judge through `chat`."""
+
+
+class SyncGrader(Grader):
+    """A grader that calls no model: plain Python in `grade_sync`."""
+
     async def grade(self, x: GradeInput, chat: Chat) -> Grade:
         return self.grade_sync(x)
 
+    @abc.abstractmethod
     def grade_sync(self, x: GradeInput) -> Grade:
-        raise NotImplementedError
+        """Grade one output."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from golive.evals.errors import EvalError
-from golive.evals.graders.base import Grade, GradeInput, Grader
+from golive.evals.graders.base import Grade, GradeInput, SyncGrader
 
 
 def load_function(ref: str, base_dir: Path, field: str) -> Callable[..., Any]:
@@ -33,7 +33,7 @@ def load_function(ref: str, base_dir: Path, field: str) -> Callable[..., Any]:
     return fn
 
 
-class PythonGrader(Grader):
+class PythonGrader(SyncGrader):
     def __init__(self, spec: Any, base_dir: Path):
         super().__init__(spec)
         self.fn = load_function(spec.function, base_dir, f"graders[{self.name}].function")

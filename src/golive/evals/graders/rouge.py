@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from rouge_score import rouge_scorer, tokenizers
 
-from golive.evals.graders.base import Grade, GradeInput, Grader
+from golive.evals.graders.base import Grade, GradeInput, SyncGrader
 from golive.evals.prompts import references
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def rouge(target: str, prediction: str, variant: str = "rougeL", use_stemmer: bo
 _warned = False
 
 
-class RougeGrader(Grader):
+class RougeGrader(SyncGrader):
     def grade_sync(self, x: GradeInput) -> Grade:
         global _warned
         s = self.spec

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from golive.evals.graders.base import Grade, GradeInput, Grader
+from golive.evals.graders.base import Grade, GradeInput, SyncGrader
 from golive.evals.prompts import references
 
 _LOCK = threading.Lock()  # one torch computation at a time: the machine has few cores
@@ -100,7 +100,7 @@ def bertscore_baseline(sentences: list[str], pairs: int = 500, seed: int = 0,
     return tuple(sum(s[i] for s in scores) / n for i in range(3))  # type: ignore[return-value]
 
 
-class BertScoreGrader(Grader):
+class BertScoreGrader(SyncGrader):
     cacheable = True
 
     def __init__(self, spec: Any):
@@ -153,7 +153,7 @@ def cosine_similarity(a: str, b_list: list[str], model_path: str | None = None) 
     return [float(emb[0] @ e) for e in emb[1:]]
 
 
-class EmbeddingGrader(Grader):
+class EmbeddingGrader(SyncGrader):
     cacheable = True
 
     async def grade(self, x: GradeInput, chat: Any) -> Grade:

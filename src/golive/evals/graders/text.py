@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from golive.evals.graders.base import Grade, GradeInput, Grader
+from golive.evals.graders.base import Grade, GradeInput, SyncGrader
 from golive.evals.prompts import references
 
 
@@ -17,7 +17,7 @@ def _fold(s: str, insensitive: bool) -> str:
     return s.casefold() if insensitive else s
 
 
-class EqualsGrader(Grader):
+class EqualsGrader(SyncGrader):
     def grade_sync(self, x: GradeInput) -> Grade:
         out = x.output.strip() if self.spec.strip else x.output
         for ref in references(x.expected):
@@ -27,7 +27,7 @@ class EqualsGrader(Grader):
         return Grade(0.0, "differs from the expected answer")
 
 
-class ContainsGrader(Grader):
+class ContainsGrader(SyncGrader):
     def grade_sync(self, x: GradeInput) -> Grade:
         wanted = [self.spec.value] if self.spec.value is not None else references(x.expected)
         out = _fold(x.output, self.spec.case_insensitive)
@@ -37,7 +37,7 @@ class ContainsGrader(Grader):
         return Grade(0.0, f"contains none of {wanted!r}")
 
 
-class RegexGrader(Grader):
+class RegexGrader(SyncGrader):
     def grade_sync(self, x: GradeInput) -> Grade:
         patterns = [self.spec.pattern] if self.spec.pattern is not None else references(x.expected)
         flags = re.IGNORECASE if self.spec.case_insensitive else 0
@@ -73,7 +73,7 @@ def parse_json(text: str, extract: bool) -> Any:
     return json.loads(text)
 
 
-class JsonValidGrader(Grader):
+class JsonValidGrader(SyncGrader):
     def grade_sync(self, x: GradeInput) -> Grade:
         try:
             parse_json(x.output, self.spec.extract)
@@ -82,7 +82,7 @@ class JsonValidGrader(Grader):
         return Grade(1.0, "valid JSON")
 
 
-class JsonSchemaGrader(Grader):
+class JsonSchemaGrader(SyncGrader):
     def __init__(self, spec: Any, base_dir: Path):
         super().__init__(spec)
         self.base_dir = base_dir
@@ -131,7 +131,7 @@ def last_number(text: str) -> float | None:
     return float(found[-1].replace(",", ""))
 
 
-class NumericGrader(Grader):
+class NumericGrader(SyncGrader):
     def grade_sync(self, x: GradeInput) -> Grade:
         try:
             want = float(x.expected if not isinstance(x.expected, str)
