@@ -21,9 +21,9 @@ loads the file as given.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
-import struct
 from pathlib import Path
 
 import llama_cpp as L
@@ -45,42 +45,21 @@ def cache_dir() -> Path:
 
 
 def file_type(path: Path) -> int | None:
-    """`general.file_type` from a GGUF header, without loading the model."""
-    try:
-        with path.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                return None
-            version, _n_tensors, n_kv = struct.unpack("<IQQ", f.read(20))
-            if version < 2:
-                return None
-            for _ in range(n_kv):
-                key = f.read(struct.unpack("<Q", f.read(8))[0]).decode("utf-8", "replace")
-                vtype = struct.unpack("<I", f.read(4))[0]
-                if key == "general.file_type" and vtype in (4, 5):  # uint32 / int32
-                    return struct.unpack("<I" if vtype == 4 else "<i", f.read(4))[0]
-                _skip_value(f, vtype)
-    except (OSError, struct.error, UnicodeDecodeError):
+    """`general.file_type` of a GGUF, read by llama.cpp from a vocabulary-only load
+    (metadata and vocabulary, no tensors)."""
+    params = L.llama_model_default_params()
+    params.vocab_only = True
+    handle = L.llama_model_load_from_file(str(path).encode(), params)
+    if not handle:
         return None
-    return None
-
-
-_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-def _skip_value(f, vtype: int) -> None:
-    if vtype in _SCALAR:
-        f.seek(_SCALAR[vtype], 1)
-    elif vtype == 8:  # string
-        f.seek(struct.unpack("<Q", f.read(8))[0], 1)
-    elif vtype == 9:  # array: element type, count, elements
-        etype, count = struct.unpack("<IQ", f.read(12))
-        if etype in _SCALAR:
-            f.seek(_SCALAR[etype] * count, 1)
-        else:
-            for _ in range(count):
-                _skip_value(f, etype)
-    else:
-        raise struct.error(f"unknown GGUF value type {vtype}")
+    try:
+        buf = ctypes.create_string_buffer(32)
+        n = L.llama_model_meta_val_str(handle, b"general.file_type", buf, len(buf))
+        return int(buf.value) if n > 0 else None
+    except ValueError:
+        return None
+    finally:
+        L.llama_model_free(handle)
 
 
 def resolve(path: Path, mode: str = "auto") -> tuple[Path, str]:
