@@ -53,7 +53,7 @@ from common import (  # noqa: E402
 
 from golive.api.schemas import ChatCompletionRequest  # noqa: E402
 from golive.api.structured import render_messages  # noqa: E402
-from golive.engine.schema_check import check_strict_schema  # noqa: E402
+from golive.api.schema_check import check_strict_schema  # noqa: E402
 from golive.engine.types import InvalidRequest  # noqa: E402
 from golive.patterns.combine import Combined, Task, combine  # noqa: E402
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import MODEL
 from pydantic import BaseModel
 
-from golive.engine.schema_check import check_strict_schema
+from golive.api.schema_check import check_strict_schema
 from golive.patterns.combine import Combined, Task, combine, combine_sync, strict_schema
 
 REVIEW = ("I bought the Zephyr kettle in March. It boils fast and looks great, but the lid "

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from golive.engine.grammar import Grammar, GrammarCompiler, Matcher, mask_allows
-from golive.engine.schema_check import check_strict_schema
+from golive.api.schema_check import check_strict_schema
 from golive.engine.types import InvalidRequest
 
 SCHEMAS = sorted(Path(__file__).parent.joinpath("schemas").glob("*.json"))

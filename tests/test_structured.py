@@ -20,7 +20,7 @@ import pytest
 from conftest import MODEL
 from pydantic import BaseModel, Field
 
-from golive.engine.schema_check import check_strict_schema
+from golive.api.schema_check import check_strict_schema
 from golive.engine.types import InvalidRequest
 
 SCHEMAS = sorted(Path(__file__).parent.joinpath("schemas").glob("*.json"))

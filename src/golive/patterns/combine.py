@@ -33,7 +33,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
-from golive.engine.schema_check import check_strict_schema
+from golive.api.schema_check import check_strict_schema
 from golive.engine.types import InvalidRequest
 
 __all__ = ["Combined", "CombineResult", "Task", "TaskResult", "combine", "combine_sync",
