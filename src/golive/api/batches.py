@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from golive.api.errors import error_response
+from golive.api.state import app_state
 from golive.api.files import param_error
 from golive.batch import params
 from golive.batch import store as st
@@ -36,7 +37,7 @@ CANCELLABLE = (st.VALIDATING, st.IN_PROGRESS)
 
 
 def _service(request: Request) -> BatchService:
-    return request.app.state.batch
+    return app_state(request).batch
 
 
 def _post_paths(routes, prefix: str = "") -> set[str]:

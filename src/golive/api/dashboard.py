@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, Response
 
 from golive.api.errors import error_response
-from golive.engine.types import Tier
+from golive.api.state import AppState, app_state
+from golive.engine.types import EngineStats, Tier
 from golive.observe.record import RequestRecord
 from golive.observe.requestlog import percentile
 
@@ -57,32 +58,39 @@ def dashboard_asset(name: str) -> Response:
 
 
 @router.get("/dashboard/data", response_model=None)
-def dashboard_data(request: Request,
-                   window: str | None = Query(None, description="seconds of recent requests "
+def dashboard_data(window: str | None = Query(None, description="seconds of recent requests "
                                               f"for percentiles (default {WINDOW_S:g}, at "
-                                              f"most {MAX_WINDOW_S:g})")
-                   ) -> dict[str, Any] | Response:
+                                              f"most {MAX_WINDOW_S:g})"),
+                   model: str | None = Query(None, description="the model to show (default: "
+                                             "the server's first model)"),
+                   state: AppState = Depends(app_state)) -> dict[str, Any] | Response:
     """Everything the page shows, as one JSON object (sync: the batch store is SQLite)."""
     span = _window(window)
     if span is None:
         return error_response(400, f"Invalid value for 'window': expected a number of seconds "
                               f"greater than 0 and at most {MAX_WINDOW_S:g}, got {window!r}.",
                               param="window")
-    state = request.app.state
+    backend = state.models.default if model is None else state.models.get(model)
+    if backend is None:
+        return error_response(404, f"The model '{model}' does not exist. Available: "
+                              f"{', '.join(state.models.ids())}.", param="model",
+                              code="model_not_found")
+    mid = backend.info.id
     now = time.time()
-    engine = getattr(state.backend, "engine", None)
-    st = engine.stats() if engine is not None else None
-    recent = list(state.observer.recent)  # a C-level copy: safe against the appending loop
+    st = backend.stats()
+    # a C-level copy: safe against the appending loop
+    recent = [r for r in list(state.observer.recent) if r[0].model == mid]
     windowed = window_stats(recent, now - span)
-    totals = metric_totals(state.metrics)
+    totals = metric_totals(state.metrics, mid)
     tiers = _tier_names(st, windowed, totals)
     return {
         "object": "dashboard.stats",
         "time": now,
         "uptime_s": round(now - state.started, 1),
-        "model": getattr(state.backend, "model_id", None),
+        "model": mid,
+        "models": state.models.ids(),
         "window_s": span,
-        "engine": _engine(st, engine),
+        "engine": _engine(st),
         "tiers": [{
             "tier": t,
             "running": st.running_by_tier.get(t, 0) if st else 0,
@@ -234,10 +242,13 @@ def _samples(counter) -> Iterable[tuple[dict[str, str], float]]:
                 yield s.labels, s.value
 
 
-def metric_totals(metrics) -> dict[str, _Totals]:
-    """Per tier, the same counters /metrics exposes, so the two always agree."""
+def metric_totals(metrics, model: str | None = None) -> dict[str, _Totals]:
+    """Per tier (of one model, or all), the same counters /metrics exposes, so the two
+    always agree."""
     out: dict[str, _Totals] = defaultdict(_Totals)
     for labels, v in _samples(metrics.requests):
+        if model is not None and labels["model"] != model:
+            continue
         t = out[labels["tier"]]
         t.requests += v
         if not labels["status"].startswith("2"):
@@ -247,6 +258,8 @@ def metric_totals(metrics) -> dict[str, _Totals]:
                           ("completion_tokens", metrics.completion_tokens),
                           ("cost_usd", metrics.cost)):
         for labels, v in _samples(counter):
+            if model is not None and labels["model"] != model:
+                continue
             t = out[labels["tier"]]
             setattr(t, attr, getattr(t, attr) + v)
     return dict(out)
@@ -255,13 +268,13 @@ def metric_totals(metrics) -> dict[str, _Totals]:
 # ---- engine and batches -------------------------------------------------------
 
 
-def _engine(st, engine) -> dict[str, Any] | None:
+def _engine(st: EngineStats | None) -> dict[str, Any] | None:
     if st is None:
         return None
     return {
         "running": st.running,
         "waiting": sum(st.waiting.values()),
-        "slots": getattr(getattr(engine, "config", None), "slots", None),
+        "slots": st.slots,
         "kv_used": st.kv_used,
         "kv_size": st.kv_size,
         "cache_entries": st.cache_entries,
@@ -277,9 +290,9 @@ def _engine(st, engine) -> dict[str, Any] | None:
     }
 
 
-def _batches(state) -> dict[str, Any] | None:
+def _batches(state: AppState) -> dict[str, Any] | None:
     """Newest batch jobs, or None when this server has no batch store."""
-    store = getattr(getattr(state, "batch", None), "store", None)
+    store = state.batch.store
     if store is None:
         return None
     try:

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from golive.api.errors import error_response
+from golive.api.state import app_state
 from golive.batch import params
 from golive.batch.files import BATCH_FILE_TTL, UPLOAD_PURPOSES, TooLarge, new_file_id
 from golive.batch.objects import file_object, list_object
@@ -25,7 +26,7 @@ _FRAMING_SLACK = 1024 * 1024
 
 
 def _service(request: Request) -> BatchService:
-    return request.app.state.batch
+    return app_state(request).batch
 
 
 def param_error(exc: ParamError) -> JSONResponse:

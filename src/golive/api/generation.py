@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from golive.api.schemas import _Sampling
+from golive.api.state import AppState
+from golive.backends.base import Backend, Capability
 from golive.engine.types import (
     ChoiceFinished,
     Delta,
@@ -28,6 +30,7 @@ from golive.engine.types import (
     SamplingParams,
     Tier,
     TokenLogprob,
+    Unsupported,
 )
 from golive.observe.record import RequestRecord
 
@@ -36,7 +39,7 @@ class ClientGone(Exception):
     pass
 
 
-def resolve_tier(asked: str | None, state) -> Tier:
+def resolve_tier(asked: str | None, state: AppState) -> Tier:
     """The tier a request is served at; the policy may downgrade priority."""
     from golive.batch.execute import is_batch_request
 
@@ -51,13 +54,12 @@ def resolve_tier(asked: str | None, state) -> Tier:
     raise InvalidRequest(f"Invalid value for 'service_tier': {asked!r}.", "service_tier")
 
 
-def check_model(body: _Sampling, state) -> str:
-    backend = state.backend
-    if body.model not in backend.aliases:
-        raise InvalidRequest(
-            f"The model '{body.model}' does not exist. Available: {backend.model_id}.",
-            "model", "model_not_found")
-    return backend.model_id
+def backend_for(body: _Sampling, state: AppState, needs: Capability) -> Backend:
+    """The model a request names (404 model_not_found), if it can do what the endpoint needs."""
+    backend = state.models.resolve(body.model)
+    if needs not in backend.info.capabilities:
+        raise Unsupported(backend.info.id, f"the {needs.value} endpoint", "model")
+    return backend
 
 
 def logit_bias_of(body: _Sampling, n_vocab: int) -> dict[int, float] | None:
@@ -85,8 +87,11 @@ def sampling_of(body: _Sampling, logprobs: bool = False, top_logprobs: int = 0,
     )
 
 
-def build_request(body: _Sampling, prompt: list[int], state, max_tokens: int | None,
-                  logprobs: bool = False, top_logprobs: int = 0) -> GenerationRequest:
+def build_request(body: _Sampling, prompt: list[int], state: AppState, backend: Backend,
+                  max_tokens: int | None, logprobs: bool = False,
+                  top_logprobs: int = 0) -> GenerationRequest:
+    if logprobs and Capability.LOGPROBS not in backend.info.capabilities:
+        raise Unsupported(backend.info.id, "logprobs", "logprobs")
     tier = resolve_tier(body.service_tier, state)
     queue_timeout = None
     if tier is Tier.FLEX:
@@ -94,7 +99,7 @@ def build_request(body: _Sampling, prompt: list[int], state, max_tokens: int | N
                          else state.settings.flex_queue_timeout)
     return GenerationRequest(
         prompt=prompt,
-        sampling=sampling_of(body, logprobs, top_logprobs, state.backend.model.n_vocab),
+        sampling=sampling_of(body, logprobs, top_logprobs, backend.info.n_vocab),
         max_tokens=max_tokens,
         stop=list(body.stop or []),
         n=body.n,
@@ -113,14 +118,15 @@ class Choice:
 class Run:
     """One request in flight: its events, its timings, its final record."""
 
-    def __init__(self, request: Request, endpoint: str, body: _Sampling, req: GenerationRequest,
-                 model_id: str, prefix: str):
+    def __init__(self, request: Request, state: AppState, backend: Backend, endpoint: str,
+                 body: _Sampling, req: GenerationRequest, prefix: str):
         self.http = request
-        self.state = request.app.state
+        self.state = state
+        self.backend = backend
         self.endpoint = endpoint
         self.body = body
         self.req = req
-        self.model_id = model_id
+        self.model_id = backend.info.id
         self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.started = time.time()
@@ -138,7 +144,7 @@ class Run:
         """The backend's events, observed on the way through."""
         metrics = self.state.metrics
         try:
-            async for ev in self.state.backend.generate(self.req):
+            async for ev in self.backend.generate(self.req):
                 now = time.monotonic()
                 if isinstance(ev, Delta):
                     c = self.choices[ev.index]
@@ -148,10 +154,11 @@ class Run:
                     last = self._last_token_at.get(ev.index)
                     if last is None:
                         if self._first:
-                            metrics.first_token(self.req.tier.wire, now - self.req.arrived)
+                            metrics.first_token(self.model_id, self.req.tier.wire,
+                                                now - self.req.arrived)
                             self._first = False
                     else:
-                        metrics.token_gap(self.req.tier.wire, now - last)
+                        metrics.token_gap(self.model_id, self.req.tier.wire, now - last)
                     self._last_token_at[ev.index] = now
                 elif isinstance(ev, ChoiceFinished):
                     self.choices[ev.index].finish_reason = ev.reason
@@ -198,7 +205,10 @@ class Run:
             client_id=client_id(self.http, self.body),
             stream=self.body.stream,
         )
-        self.state.observer.done(rec, self)
+        bodies = None
+        if self.state.observer.log_bodies:
+            bodies = (self.body.model_dump_json(exclude_none=True), self.response_json())
+        self.state.observer.done(rec, self.req.n, bodies)
         self.cost = rec.cost_usd
         return rec
 

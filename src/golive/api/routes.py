@@ -5,15 +5,24 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from golive.api import structured
 from golive.api.errors import engine_error_response, error_body
-from golive.api.generation import ClientGone, Run, build_request, check_model
+from golive.api.generation import ClientGone, Run, backend_for, build_request
 from golive.api.render import chat_logprobs, completion_logprobs, sse, usage_dict
 from golive.api.schemas import ChatCompletionRequest, CompletionRequest
-from golive.engine.types import ChoiceFinished, Delta, EngineError, Finished, InvalidRequest
+from golive.api.state import AppState, app_state
+from golive.backends.base import Backend, Capability
+from golive.engine.types import (
+    ChoiceFinished,
+    Delta,
+    EngineError,
+    Finished,
+    InvalidRequest,
+    Unsupported,
+)
 
 router = APIRouter()
 
@@ -28,9 +37,11 @@ def _headers(run: Run) -> dict[str, str]:
 # ---- chat -------------------------------------------------------------------
 
 
-def _check_chat(body: ChatCompletionRequest) -> None:
+def _check_chat(body: ChatCompletionRequest, backend: Backend) -> None:
     if body.prediction is not None:
         _check_prediction(body)
+        if Capability.PREDICTION not in backend.info.capabilities:
+            raise Unsupported(backend.info.id, "prediction", "prediction")
 
 
 def _check_prediction(body: ChatCompletionRequest) -> None:
@@ -51,18 +62,20 @@ def _check_prediction(body: ChatCompletionRequest) -> None:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    state = request.app.state
-    model_id = check_model(body, state)
-    _check_chat(body)
-    plan = await structured.prepare(body, state.backend)  # response_format, tools: 400 if bad
-    prompt = state.backend.render_chat(plan.messages)
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           state: AppState = Depends(app_state)) -> Response:
+    backend = backend_for(body, state, Capability.CHAT)
+    _check_chat(body, backend)
+    plan = await structured.prepare(body, backend)  # response_format, tools: 400 if bad
+    prompt = backend.render_chat(plan.messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    req = build_request(body, prompt, state, max_tokens, body.logprobs, body.top_logprobs or 0)
+    req = build_request(body, prompt, state, backend, max_tokens, body.logprobs,
+                        body.top_logprobs or 0)
     req.grammar = plan.grammar
     if body.prediction is not None:
-        req.prediction = state.backend.tokenize(body.prediction.text(), add_special=False)
-    run = Run(request, "/v1/chat/completions", body, req, model_id, "chatcmpl")
+        req.prediction = backend.tokenize(body.prediction.text(), add_special=False)
+    run = Run(request, state, backend, "/v1/chat/completions", body, req, "chatcmpl")
+    model_id = run.model_id
     if body.stream:
         return await _stream(run, _chat_chunks(run, plan))
     try:
@@ -129,7 +142,7 @@ async def _chat_chunks(run: Run, plan: structured.Plan) -> AsyncIterator[bytes]:
 # ---- completions --------------------------------------------------------------
 
 
-def _prompts(body: CompletionRequest, backend) -> list[list[int]]:
+def _prompts(body: CompletionRequest, backend: Backend) -> list[list[int]]:
     p = body.prompt
     if isinstance(p, str):
         return [backend.tokenize(p)]
@@ -141,24 +154,25 @@ def _prompts(body: CompletionRequest, backend) -> list[list[int]]:
 
 
 @router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request) -> Response:
-    state = request.app.state
-    model_id = check_model(body, state)
+async def completions(body: CompletionRequest, request: Request,
+                      state: AppState = Depends(app_state)) -> Response:
+    backend = backend_for(body, state, Capability.COMPLETIONS)
     if body.suffix:
         raise InvalidRequest("suffix is not supported by this model", "suffix")
-    prompts = _prompts(body, state.backend)
+    prompts = _prompts(body, backend)
     if len(prompts) != 1:
         raise InvalidRequest("send one prompt per request (batch several with /v1/batches)",
                              "prompt")
     prompt = prompts[0]
-    n_vocab = state.backend.model.n_vocab
+    n_vocab = backend.info.n_vocab
     if any(not 0 <= t < n_vocab for t in prompt):
         raise InvalidRequest(f"prompt token ids must be in [0, {n_vocab})", "prompt")
     want_lp = body.logprobs is not None
-    req = build_request(body, prompt, state, body.max_tokens if body.max_tokens else 16,
-                        want_lp, body.logprobs or 0)
-    run = Run(request, "/v1/completions", body, req, model_id, "cmpl")
-    echo = state.backend.detokenize(prompt) if body.echo else ""
+    req = build_request(body, prompt, state, backend,
+                        body.max_tokens if body.max_tokens else 16, want_lp, body.logprobs or 0)
+    run = Run(request, state, backend, "/v1/completions", body, req, "cmpl")
+    model_id = run.model_id
+    echo = backend.detokenize(prompt) if body.echo else ""
     if body.stream:
         return await _stream(run, _completion_chunks(run, echo))
     try:
@@ -254,32 +268,48 @@ async def _stream(run: Run, chunks: AsyncIterator[bytes]) -> Response:
 # ---- models ----------------------------------------------------------------------
 
 
-def _model_obj(state) -> dict:
-    return {"id": state.backend.model_id, "object": "model", "created": int(state.started),
-            "owned_by": "golive"}
+def _model_obj(backend: Backend, state: AppState) -> dict:
+    info = backend.info
+    # `kind`, `capabilities` and `aliases` are extra fields: the openai client keeps them
+    # (model.model_extra) and ignores them otherwise
+    return {"id": info.id, "object": "model", "created": int(state.started),
+            "owned_by": "golive", "kind": info.kind.value,
+            "capabilities": sorted(c.value for c in info.capabilities),
+            "aliases": sorted(info.aliases), "max_context": info.max_context}
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> dict:
-    return {"object": "list", "data": [_model_obj(request.app.state)]}
+async def list_models(state: AppState = Depends(app_state)) -> dict:
+    return {"object": "list", "data": [_model_obj(b, state) for b in state.models]}
 
 
-@router.get("/v1/models/{model_id}")
-async def get_model(model_id: str, request: Request) -> Response:
-    state = request.app.state
-    if model_id not in state.backend.aliases:
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, state: AppState = Depends(app_state)) -> Response:
+    backend = state.models.get(model_id)
+    if backend is None:
         return JSONResponse(error_body(f"The model '{model_id}' does not exist", param="model",
                                        code="model_not_found"), status_code=404)
-    return JSONResponse(_model_obj(state))
+    return JSONResponse(_model_obj(backend, state))
+
+
+def _model_health(backend: Backend) -> dict:
+    st = backend.stats()
+    out: dict = {"kind": backend.info.kind.value, **backend.info.details}
+    if st is not None:
+        out.update(running=st.running, waiting=sum(st.waiting.values()), slots=st.slots,
+                   kv_used=st.kv_used, kv_size=st.kv_size)
+    return out
 
 
 @router.get("/health")
-async def health(request: Request) -> dict:
-    st = request.app.state.backend.engine.stats()
-    model = request.app.state.backend.model
-    return {"status": "ok", "model": request.app.state.backend.model_id,
-            "weights": getattr(model, "weights", "original"),
-            "running": st.running, "waiting": sum(st.waiting.values()),
-            "uptime_s": round(time.time() - request.app.state.started, 1)}
-
-
+async def health(state: AppState = Depends(app_state)) -> dict:
+    """The server and each model; the top-level figures are the default model's (and
+    `running`/`waiting` the sum over models, so one number says whether it is idle)."""
+    models = {b.info.id: _model_health(b) for b in state.models}
+    default = models[state.models.default.info.id]
+    return {"status": "ok", "model": state.models.default.info.id,
+            "weights": default.get("weights", "original"),
+            "running": sum(m.get("running", 0) for m in models.values()),
+            "waiting": sum(m.get("waiting", 0) for m in models.values()),
+            "uptime_s": round(time.time() - state.started, 1),
+            "models": models}

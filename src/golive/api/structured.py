@@ -27,11 +27,13 @@ import asyncio
 import json
 import secrets
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from golive.api.schemas import ChatCompletionRequest, Message, Tool, ToolCall
-from golive.engine.grammar import Grammar, GrammarCompiler, lark_json
-from golive.engine.types import InvalidRequest
+from golive.api.schema_check import check_strict_schema
+from golive.backends.base import Backend, Capability
+from golive.engine.types import GrammarSpec, InvalidRequest, Unsupported, lark_json
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -51,7 +53,7 @@ class Plan:
     """What structured handling decided for one chat request."""
 
     messages: list[dict[str, Any]]  # rendered with the model's own template
-    grammar: Grammar | None = None
+    grammar: object | None = None  # compiled by the backend
     tools: list[Tool] = field(default_factory=list)  # the ones the model may call now
     text_allowed: bool = True  # False: the answer must be tool calls
 
@@ -63,7 +65,7 @@ class Plan:
         return ToolOutput(self.calls_possible, self.text_allowed)
 
 
-async def prepare(body: ChatCompletionRequest, backend: Any) -> Plan:
+async def prepare(body: ChatCompletionRequest, backend: Backend) -> Plan:
     """Check the structured parts of a request and build its grammar (400 if bad).
 
     The grammar is compiled here, in a worker thread, so that a bad schema is an
@@ -75,19 +77,18 @@ async def prepare(body: ChatCompletionRequest, backend: Any) -> Plan:
     messages = render_messages(body, tools, fmt_schema)
     if fmt_schema is None and not tools:
         return Plan(messages)
-    # built on first use (~1 s): not on the event loop
-    compiler: GrammarCompiler | None = await asyncio.to_thread(
-        getattr, backend, "grammar_compiler", None)
-    if compiler is None:
+    if Capability.GRAMMAR not in backend.info.capabilities:
         field_ = "tools" if tools else "response_format"
-        raise InvalidRequest(f"{field_} is not supported by this backend", field_)
+        raise Unsupported(backend.info.id, field_, field_)
     text_allowed = body.tool_choice in (None, "auto")
-    grammar = await asyncio.to_thread(
-        build_grammar, compiler, fmt_schema, fmt_strict, fmt_name, body, tools, text_allowed)
+    budget = None
     if not (tools and text_allowed and fmt_schema is None):  # all JSON, no free text
         # near max_tokens, steer toward closing the JSON so that the answer still parses
         budget = body.max_completion_tokens or body.max_tokens
-        grammar = await asyncio.to_thread(grammar.with_budget, budget)
+    # the backend's compiler is built on first use (~1 s): not on the event loop
+    grammar = await asyncio.to_thread(
+        build_grammar, backend.compile_grammar, fmt_schema, fmt_strict, fmt_name, body, tools,
+        text_allowed, budget)
     return Plan(messages, grammar, tools, text_allowed if tools else True)
 
 
@@ -200,28 +201,34 @@ def callable_tools(body: ChatCompletionRequest) -> list[Tool]:
 # ---- grammar ------------------------------------------------------------------------
 
 
-def build_grammar(compiler: GrammarCompiler, fmt_schema: dict[str, Any] | None,
+def build_grammar(compile: Callable[[GrammarSpec], object], fmt_schema: dict[str, Any] | None,
                   fmt_strict: bool, fmt_name: str, body: ChatCompletionRequest,
-                  tools: list[Tool], text_allowed: bool) -> Grammar:
+                  tools: list[Tool], text_allowed: bool, budget: int | None = None) -> object:
     fmt_what = f"response_format '{fmt_name}'"
+
+    def schema(source: dict[str, Any], strict: bool, param: str, what: str,
+               max_tokens: int | None = None) -> object:
+        if strict and isinstance(source, dict):
+            check_strict_schema(source, param=param, what=what)  # OpenAI's rules, its wording
+        return compile(GrammarSpec("json_schema", source, strict, param, what, max_tokens))
+
     if not tools:
         assert fmt_schema is not None
         if fmt_schema is ANY_OBJECT:
-            return compiler.compile_json_object()
-        return compiler.compile_json_schema(fmt_schema, fmt_strict, "response_format", fmt_what)
+            return compile(GrammarSpec("json_object", max_tokens=budget))
+        return schema(fmt_schema, fmt_strict, "response_format", fmt_what, budget)
     # Each schema compiled on its own first: errors then name the exact field, and
     # the grammars are cached for the next request anyway.
     if fmt_schema is not None and fmt_schema is not ANY_OBJECT:
-        compiler.compile_json_schema(fmt_schema, fmt_strict, "response_format", fmt_what)
+        schema(fmt_schema, fmt_strict, "response_format", fmt_what)
     index = {t.function.name: i for i, t in enumerate(body.tools or [])}
     for t in tools:
         i = index[t.function.name]
-        compiler.compile_json_schema(parameters(t), bool(t.function.strict),
-                                     f"tools[{i}].function.parameters",
-                                     f"function '{t.function.name}'")
-    return compiler.compile_lark(
-        tool_grammar(tools, text_allowed, body.parallel_tool_calls is not False,
-                     fmt_schema, fmt_strict), param="tools")
+        schema(parameters(t), bool(t.function.strict), f"tools[{i}].function.parameters",
+               f"function '{t.function.name}'")
+    text = tool_grammar(tools, text_allowed, body.parallel_tool_calls is not False,
+                        fmt_schema, fmt_strict)
+    return compile(GrammarSpec("lark", text, param="tools", max_tokens=budget))
 
 
 def parameters(tool: Tool) -> dict[str, Any]:

@@ -121,7 +121,7 @@ async def run_lines(app, lines: list[Line], endpoint: str, concurrency: int,
     """Run every line through the in-process app; returns (completed, failed, output tokens)."""
     from golive.batch.execute import AppExecutor
 
-    executor = AppExecutor(app, app.state.batch.secret)
+    executor = AppExecutor(app, app.state.golive.batch.secret)
     todo = iter(lines)
     counts = [0, 0, 0]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from golive.batch.execute import AppExecutor, new_secret
@@ -33,9 +34,15 @@ class BatchSettings:
 
 
 class BatchService:
-    def __init__(self, app: Any, settings: BatchSettings) -> None:
+    """`resolve_model` maps a line's `model` to the served id (None: unknown);
+    `slots` is how many sequences the served models decode at once."""
+
+    def __init__(self, app: Any, settings: BatchSettings,
+                 resolve_model: Callable[[str], str | None], slots: int = 8) -> None:
         self.app = app
         self.settings = settings
+        self.resolve_model = resolve_model
+        self.slots = slots
         self.secret = new_secret()  # marks the runner's own requests (batch tier)
         self.store: BatchStore | None = None
         self.files: FileBytes | None = None
@@ -43,16 +50,10 @@ class BatchService:
         self._executor: AppExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def resolve_model(self, name: str) -> str | None:
-        backend = self.app.state.backend
-        return backend.model_id if name in backend.aliases else None
-
     def concurrency(self) -> int:
         if self.settings.concurrency > 0:
             return self.settings.concurrency
-        engine = getattr(self.app.state.backend, "engine", None)
-        slots = getattr(getattr(engine, "config", None), "slots", None) or 8
-        return slots + HEADROOM
+        return self.slots + HEADROOM
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()

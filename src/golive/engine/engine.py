@@ -35,6 +35,7 @@ from golive.engine.types import (
     ChoiceFinished,
     Delta,
     EngineError,
+    EngineStats,
     Event,
     Finished,
     GenerationRequest,
@@ -84,29 +85,11 @@ class EngineConfig:
     deterministic: bool = False
 
 
-@dataclass
-class EngineStats:
-    running: int
-    waiting: dict[str, int]
-    running_by_tier: dict[str, int]
-    kv_used: int
-    kv_size: int
-    cache_entries: int
-    prompt_tokens: int
-    cached_tokens: int
-    generated_tokens: int
-    steps: int
-    preemptions: int
-    aborted_steps: int
-    draft_proposed: int
-    draft_accepted: int
-
-
 class Engine:
     def __init__(self, model: Model, config: EngineConfig | None = None):
         self.model = model
         self.config = cfg = config or EngineConfig()
-        threads = cfg.threads or os.cpu_count() or 1
+        self.threads = threads = cfg.threads or os.cpu_count() or 1
         self.n_ids = cfg.slots + max(cfg.cache_entries, 1)
         self.max_batch = cfg.step_tokens + cfg.slots + cfg.draft_budget
         self.runner = Runner(model, cfg.kv_size, self.n_ids, self.max_batch, threads)
@@ -169,6 +152,7 @@ class Engine:
                 by_tier[seq.tier.wire] = by_tier.get(seq.tier.wire, 0) + 1
             running_uncached = sum(q.n_computed for q in list(s.running))
             return EngineStats(
+                slots=self.config.slots,
                 running=len(s.running),
                 waiting={t.wire: len(q) for t, q in s.waiting.items()},
                 running_by_tier=by_tier,

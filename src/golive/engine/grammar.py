@@ -30,14 +30,11 @@ import numpy as np
 from llguidance import LLMatcher, LLTokenizer
 from llguidance.llamacpp import lltokenizer_from_vocab
 
-from golive.engine.schema_check import check_strict_schema
-from golive.engine.types import InvalidRequest
+from golive.engine.types import JSON_GRAMMAR_OPTIONS, InvalidRequest, canonical_json, lark_json
 
 __all__ = ["Grammar", "GrammarCompiler", "Matcher", "apply_mask", "lark_json", "mask_allows"]
 
-# Compact JSON: llguidance allows free whitespace between tokens by default,
-# which the model may spend tokens on; with it off, output is as short as it gets.
-_COMPACT: dict[str, Any] = {"whitespace_flexible": False}
+_COMPACT = JSON_GRAMMAR_OPTIONS
 
 
 def mask_words(n_vocab: int) -> int:
@@ -265,14 +262,12 @@ class GrammarCompiler:
         param: str = "response_format",
         what: str = "response_format",
     ) -> Grammar:
-        """JSON constrained by `schema`. strict=True applies OpenAI's strict-mode rules
-        first and lets llguidance refuse what it cannot enforce exactly; otherwise
-        keywords llguidance does not implement are ignored (best effort, like OpenAI).
-        Errors point at `param` and name the schema as `what`."""
+        """JSON constrained by `schema`. strict=True lets llguidance refuse what it
+        cannot enforce exactly (OpenAI's strict-mode rules are the API's to check
+        first); otherwise keywords llguidance does not implement are ignored (best
+        effort, like OpenAI). Errors point at `param`."""
         if not isinstance(schema, dict):
             raise InvalidRequest("the JSON schema must be a JSON object", param=param)
-        if strict:
-            check_strict_schema(schema, param=param, what=what)
         options = {**_COMPACT, "lenient": not strict}
         # No sort_keys: property order in the schema is the output order, so two
         # schemas differing only in order are different grammars.
@@ -341,15 +336,7 @@ class GrammarCompiler:
         return g
 
 
-def lark_json(schema: dict[str, Any], strict: bool = False) -> str:
-    """`%json {...}` for a Lark grammar: the schema with the same compact, strict-or-lenient
-    options compile_json_schema uses (llguidance reads them from a top-level "x-guidance")."""
-    options = {**_COMPACT, "lenient": not strict, **schema.get("x-guidance", {})}
-    return "%json " + _canonical({**schema, "x-guidance": options})
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_canonical = canonical_json
 
 
 def _what(kind: str) -> str:

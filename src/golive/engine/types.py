@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,6 +98,62 @@ class Timings:
     total: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class GrammarSpec:
+    """A grammar as the API asks for it; a backend compiles it (engine: llguidance).
+
+    kind: "json_schema" (`source` is the schema dict), "json_object", or "lark"
+    (`source` is Lark text in llguidance's dialect, which may embed `%json`
+    schemas). `strict` applies OpenAI's strict mode; `param` and `what` name the
+    field an error points at. `max_tokens` lets matchers steer toward closing
+    the JSON near the end of the budget.
+    """
+
+    kind: str
+    source: object = None
+    strict: bool = False
+    param: str = "response_format"
+    what: str = "response_format"
+    max_tokens: int | None = None
+
+
+# Compact JSON: llguidance allows free whitespace between tokens by default,
+# which the model may spend tokens on; with it off, output is as short as it gets.
+JSON_GRAMMAR_OPTIONS: dict[str, object] = {"whitespace_flexible": False}
+
+
+def canonical_json(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def lark_json(schema: dict, strict: bool = False) -> str:
+    """`%json {...}` for a Lark GrammarSpec: the schema with the compact, strict-or-lenient
+    options a json_schema spec gets (llguidance reads them from a top-level "x-guidance")."""
+    options = {**JSON_GRAMMAR_OPTIONS, "lenient": not strict, **schema.get("x-guidance", {})}
+    return "%json " + canonical_json({**schema, "x-guidance": options})
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """What an engine reports at scrape time (health, metrics, dashboard, batch sizing)."""
+
+    slots: int
+    running: int
+    waiting: dict[str, int]
+    running_by_tier: dict[str, int]
+    kv_used: int
+    kv_size: int
+    cache_entries: int
+    prompt_tokens: int
+    cached_tokens: int
+    generated_tokens: int
+    steps: int
+    preemptions: int
+    aborted_steps: int
+    draft_proposed: int
+    draft_accepted: int
+
+
 # ---- events, engine -> caller ---------------------------------------------
 
 
@@ -165,6 +222,22 @@ class ResourceUnavailable(EngineError):
     def __init__(self, message: str, retry_after: float):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ModelNotFound(InvalidRequest):
+    status = 404
+
+    def __init__(self, model: str, available: list[str]):
+        super().__init__(f"The model '{model}' does not exist or you do not have access to it. "
+                         f"Available: {', '.join(available)}.", "model", "model_not_found")
+
+
+class Unsupported(InvalidRequest):
+    """The model asked for cannot do what the request needs (a capability it lacks)."""
+
+    def __init__(self, model: str, what: str, param: str):
+        super().__init__(f"{what} is not supported by model '{model}'", param,
+                         "unsupported_parameter")
 
 
 class Cancelled(EngineError):

@@ -25,17 +25,19 @@ class Observer:
         # tokens per stream.
         self.recent: deque[tuple[RequestRecord, int]] = deque(maxlen=RECENT)
 
-    def done(self, rec: RequestRecord, run=None) -> None:
+    def done(self, rec: RequestRecord, choices: int = 1,
+             bodies: tuple[str, str] | None = None) -> None:
+        """A finished request: `choices` is its n, `bodies` its (request, response)
+        JSON when bodies are logged."""
         # Refused and failed requests are not charged (OpenAI: flex 429s cost nothing).
         if rec.status == 200:
             rec.cost_usd = self.prices.cost(
                 rec.model, rec.tier_served, rec.prompt_tokens, rec.cached_tokens,
                 rec.completion_tokens, rec.rejected_prediction_tokens)
-        if self.log_bodies and run is not None:
-            rec.request_body = run.body.model_dump_json(exclude_none=True)
-            rec.response_body = run.response_json()
+        if self.log_bodies and bodies is not None:
+            rec.request_body, rec.response_body = bodies
         self.metrics.done(rec)
-        self.recent.append((rec, getattr(getattr(run, "req", None), "n", None) or 1))
+        self.recent.append((rec, max(choices, 1)))
         if self.tier_policy is not None:
             self.tier_policy.charge(rec.tier_served, rec.prompt_tokens + rec.completion_tokens)
         if self.log is not None:

@@ -184,6 +184,7 @@
     while (history.length && d.time - history[0].t > HISTORY_S) history.shift();
 
     setText("model", d.model || "–");
+    renderModels(d.models || [], d.model);
     setText("uptime", duration(d.uptime_s));
     setText("window", `${d.window_s}s`);
     setText("kpi-running", int(e.running), e.running);
@@ -217,9 +218,25 @@
     s.className = "pill " + state;
   }
 
+  // One page per model: ?model=ID picks it; links to the others when there are several.
+  const MODEL = new URLSearchParams(location.search).get("model");
+  function renderModels(ids, current) {
+    const box = $("models");
+    if (!box || ids.length < 2 || box.dataset.ids === ids.join("\n")) return;
+    box.dataset.ids = ids.join("\n");
+    box.replaceChildren(...ids.map((id) => {
+      const a = document.createElement("a");
+      a.textContent = id;  // text, never HTML: ids come from the server's config
+      a.href = `?model=${encodeURIComponent(id)}`;
+      if (id === current) a.className = "current";
+      return a;
+    }));
+  }
+
   async function poll() {
     try {
-      const r = await fetch(`dashboard/data?window=${encodeURIComponent(WINDOW)}`, { cache: "no-store" });
+      const q = `window=${encodeURIComponent(WINDOW)}` + (MODEL ? `&model=${encodeURIComponent(MODEL)}` : "");
+      const r = await fetch(`dashboard/data?${q}`, { cache: "no-store" });
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       render(await r.json());
       failures = 0;

@@ -1,0 +1,97 @@
+"""The model registry: which backend answers which `model` name.
+
+The first model is the default one (`golive chat` and the dashboard show it
+first). Names resolve exactly: an id, then an alias; an unknown name is
+OpenAI's 404 `model_not_found` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+
+from golive.backends.base import Backend
+from golive.backends.config import ModelEntry
+from golive.engine.engine import EngineConfig
+from golive.engine.types import ModelNotFound
+
+
+class Registry:
+    def __init__(self, backends: list[Backend], prices: dict[str, dict[str, float]] | None = None):
+        if not backends:
+            raise ValueError("a registry needs at least one model")
+        self._backends = list(backends)
+        self._by_name: dict[str, Backend] = {}
+        for b in self._backends:  # ids win over aliases
+            self._by_name.setdefault(b.info.id, b)
+        for b in self._backends:
+            for a in b.info.aliases:
+                self._by_name.setdefault(a, b)
+        self.prices = prices or {}  # model id -> {input, cached_input, output}
+
+    @property
+    def default(self) -> Backend:
+        return self._backends[0]
+
+    def __iter__(self) -> Iterator[Backend]:
+        return iter(self._backends)
+
+    def __len__(self) -> int:
+        return len(self._backends)
+
+    def ids(self) -> list[str]:
+        return [b.info.id for b in self._backends]
+
+    def get(self, name: str) -> Backend | None:
+        return self._by_name.get(name)
+
+    def resolve(self, name: str) -> Backend:
+        b = self._by_name.get(name)
+        if b is None:
+            raise ModelNotFound(name, self.ids())
+        return b
+
+    def start(self) -> None:
+        for b in self._backends:
+            b.start()
+
+    def close(self) -> None:
+        for b in self._backends:
+            b.close()
+
+
+def split_threads(entries: list[ModelEntry], base: EngineConfig,
+                  cores: int | None = None) -> list[int]:
+    """llama.cpp threads per embedded model.
+
+    Each engine runs its own thread pool; two pools of all cores each on one
+    machine oversubscribe it and both spin-wait against each other. So models
+    without an explicit `threads` share what the explicit ones leave, evenly,
+    at least one each (docs/architecture.md, "Several models").
+    """
+    cores = cores or os.cpu_count() or 1
+    if base.threads:  # `golive serve --threads N`: every model gets N unless it says otherwise
+        return [e.engine.get("threads") or base.threads for e in entries]
+    fixed = sum(e.engine.get("threads") or 0 for e in entries)
+    free = [e for e in entries if not e.engine.get("threads")]
+    share = max(1, (cores - fixed) // len(free)) if free else 0
+    return [e.engine.get("threads") or share for e in entries]
+
+
+def build_registry(entries: list[ModelEntry], base: EngineConfig | None = None) -> Registry:
+    """Load every model of a config (embedded GGUFs load here, engines start later)."""
+    from golive.backends.embedded import EmbeddedBackend
+
+    base = base or EngineConfig()
+    backends: list[Backend] = []
+    try:
+        for entry, threads in zip(entries, split_threads(entries, base)):
+            cfg = dataclasses.replace(entry.engine_config(base), threads=threads)
+            backends.append(EmbeddedBackend(entry.path, cfg, entry.id, entry.weights,
+                                            entry.aliases))
+    except BaseException:
+        for b in backends:
+            b.close()
+        raise
+    return Registry(backends, {e.id: e.prices for e in entries if e.prices})
