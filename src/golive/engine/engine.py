@@ -1,13 +1,10 @@
 """The engine thread: continuous batching over one llama.cpp context.
 
-Each step: take commands (new requests, cancels), let the scheduler admit
-and preempt, give every admitted sequence its cached prefix, build one batch
-(one token per decoding sequence, a chunk per prefilling one, within a
-token budget), run one llama_decode, sample, and send events back.
-
-Sequence ids are one pool. A running sequence owns an id; when it finishes,
-is cancelled or is preempted, the id and its KV stay behind as a prefix-cache
-entry until the least recently used entries are evicted.
+Each loop: take commands (new requests, cancels), schedule (the scheduler
+admits and preempts, the KV pool gives every admitted sequence its cached
+prefix), then one step: plan (`step_plan.plan_step`: who feeds how many
+tokens and drafts), run (one `llama_decode`), postprocess (sample, verify
+drafts, stream text, finish choices, send events back).
 """
 
 from __future__ import annotations
@@ -17,20 +14,21 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from golive.engine.grammar import apply_mask
+from golive.engine.counters import Counters
+from golive.engine.kv_pool import KVPool
 from golive.engine.model import Model
-from golive.engine.prefix_cache import PrefixCache
 from golive.engine.runner import Aborted, KVFull, Runner
 from golive.engine.sampling import log_softmax_at
 from golive.engine.scheduler import Scheduler
 from golive.engine.sequence import Group, Sequence, Status
 from golive.engine.speculation import PredictionDrafter, PromptLookup, prediction_counts
+from golive.engine.step_plan import LARGE_BATCH, Limits, Slot, StepPlan, plan_step
 from golive.engine.types import (
     ChoiceFinished,
     Delta,
@@ -49,8 +47,6 @@ from golive.engine.types import (
 )
 
 log = logging.getLogger("golive.engine")
-
-LARGE_BATCH = 64  # from this many tokens per decode llama.cpp's CPU matmuls switch kernels
 
 
 @dataclass
@@ -95,15 +91,17 @@ class Engine:
         self.runner = Runner(model, cfg.kv_size, self.n_ids, self.max_batch, threads)
         self.max_context = min(model.n_ctx_train or self.runner.kv_size, self.runner.kv_size)
         self.scheduler = Scheduler(cfg.slots, cfg.default_every, cfg.flex_reserve)
-        self.cache = PrefixCache()
-        self._free_ids = list(range(self.n_ids - 1, -1, -1))
-        self._lru: OrderedDict[int, None] = OrderedDict()  # cache entries, oldest first
+        self.kv = KVPool(self.runner, self.n_ids, cfg.prefix_cache)
+        self.limits = Limits(step_tokens=cfg.step_tokens, draft_budget=cfg.draft_budget,
+                             lookup_max_running=cfg.lookup_max_running,
+                             priority_solo_steps=cfg.priority_solo_steps,
+                             guard_prefill_tokens=cfg.guard_prefill_tokens,
+                             deterministic=cfg.deterministic)
         self._groups: dict[str, Group] = {}
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._n = dict(prompt=0, cached=0, generated=0, steps=0, preempt=0, proposed=0,
-                       accepted=0, aborted=0)
+        self.counters = Counters()
         self._stats_lock = threading.Lock()
         self._solo_run = 0  # consecutive steps given to priority prefills alone
         self._last_priority = float("-inf")  # monotonic time of the last priority arrival
@@ -151,22 +149,23 @@ class Engine:
             for seq in list(s.running):
                 by_tier[seq.tier.wire] = by_tier.get(seq.tier.wire, 0) + 1
             running_uncached = sum(q.n_computed for q in list(s.running))
+            n = self.counters
             return EngineStats(
                 slots=self.config.slots,
                 running=len(s.running),
                 waiting={t.wire: len(q) for t, q in s.waiting.items()},
                 running_by_tier=by_tier,
-                kv_used=min(self.cache.n_tokens + running_uncached, self.runner.kv_size),
+                kv_used=min(self.kv.cached_tokens + running_uncached, self.runner.kv_size),
                 kv_size=self.runner.kv_size,
-                cache_entries=len(self._lru),
-                prompt_tokens=self._n["prompt"],
-                cached_tokens=self._n["cached"],
-                generated_tokens=self._n["generated"],
-                steps=self._n["steps"],
-                preemptions=self._n["preempt"],
-                aborted_steps=self._n["aborted"],
-                draft_proposed=self._n["proposed"],
-                draft_accepted=self._n["accepted"],
+                cache_entries=self.kv.n_entries,
+                prompt_tokens=n.prompt_tokens,
+                cached_tokens=n.cached_tokens,
+                generated_tokens=n.generated_tokens,
+                steps=n.steps,
+                preemptions=n.preemptions,
+                aborted_steps=n.aborted_steps,
+                draft_proposed=n.draft_proposed,
+                draft_accepted=n.draft_accepted,
             )
 
     # ---- the loop -----------------------------------------------------------
@@ -246,19 +245,13 @@ class Engine:
 
     def _attach(self, seq: Sequence) -> None:
         """Give an admitted sequence an id and whatever prefix the cache holds."""
-        sid = self._take_id()
+        sid = self.kv.take_id()
         seq.seq_id = sid
-        self.runner.seq_rm(sid)
-        matched = 0
-        if self.config.prefix_cache or seq.index > 0 or seq.preempted:
-            matched, holder = self.cache.match(seq.tokens[:-1])
-            if self.config.deterministic and not seq.preempted and seq.n_prompt >= LARGE_BATCH:
-                # recompute the prompt's tail as one large batch, as an uncached run would
-                matched = max(0, min(matched, seq.n_prompt - LARGE_BATCH))
-            if matched and holder is not None:
-                self.runner.seq_cp(holder, sid, 0, matched)
-                if holder in self._lru:
-                    self._lru.move_to_end(holder)
+        cap = None
+        if self.config.deterministic and not seq.preempted and seq.n_prompt >= LARGE_BATCH:
+            cap = seq.n_prompt - LARGE_BATCH  # the prompt's tail as one large batch, as uncached
+        matched = self.kv.attach(sid, seq.tokens[:-1], cap,
+                                 force=seq.index > 0 or seq.preempted)
         seq.n_computed = matched
         g = seq.group
         if seq.preempted:
@@ -268,39 +261,17 @@ class Engine:
             g.admitted_at = time.monotonic()
         if seq.index == 0 and g.cached_tokens is None:
             g.cached_tokens = matched
-            self._n["prompt"] += seq.n_prompt
-            self._n["cached"] += matched
-
-    def _take_id(self) -> int:
-        if not self._free_ids:
-            self._evict_one()
-        return self._free_ids.pop()
-
-    def _evict_one(self) -> bool:
-        if not self._lru:
-            return False
-        sid, _ = self._lru.popitem(last=False)
-        self.cache.remove(sid)
-        self.runner.seq_rm(sid)
-        self._free_ids.append(sid)
-        return True
+            self.counters.prompt_tokens += seq.n_prompt
+            self.counters.cached_tokens += matched
 
     def _park(self, seq: Sequence) -> None:
         """Leave a sequence's KV behind as a cache entry and free its slot."""
-        sid = seq.seq_id
-        seq.seq_id = None
-        if sid is None:
-            return
-        if seq.n_computed > 0:
-            self.runner.seq_rm(sid, seq.n_computed, -1)  # cells of rejected or unread drafts
-            self.cache.insert(seq.tokens[: seq.n_computed], sid)
-            self._lru[sid] = None
-        else:
-            self.runner.seq_rm(sid)
-            self._free_ids.append(sid)
+        sid, seq.seq_id = seq.seq_id, None
+        if sid is not None:
+            self.kv.park(sid, seq.tokens, seq.n_computed)
 
     def _preempt(self, seq: Sequence) -> None:
-        self._n["preempt"] += 1
+        self.counters.preemptions += 1
         seq.preempted = True
         self._park(seq)
         self.scheduler.requeue_front(seq)
@@ -312,119 +283,85 @@ class Engine:
         running = sorted(self.scheduler.running, key=lambda s: (s.tier, s.admitted_seq))
         if not running:
             return
-        running = self._solo_priority(running)
-        budget = self.config.step_tokens
-        draft_budget = self.config.draft_budget
-        if self.config.deterministic:  # keep decode-only steps below the large-batch kernels
-            draft_budget = min(draft_budget, LARGE_BATCH - 1 - len(running))
-        lookup_ok = len(running) <= self.config.lookup_max_running
+        plan = self._plan(running)
+        if self._run(running, plan):
+            self._postprocess(running, plan)
+
+    def _plan(self, running: list[Sequence]) -> StepPlan:
         cfg = self.config
         # Priority traffic is about: keep lower tiers' steps short, since a priority
         # request that arrives mid-step waits for the step to end (not in
         # deterministic mode, whose prefill chunks must stay large).
         guarded = (cfg.priority_guard_s > 0 and not cfg.deterministic
                    and time.monotonic() - self._last_priority < cfg.priority_guard_s)
-        low_budget = cfg.guard_prefill_tokens if guarded else budget
+        slots = [Slot(i, s.tier, s.pending, s.in_prefill, self._draft_room(s))
+                 for i, s in enumerate(running)]
+        plan = plan_step(slots, self.limits, self._solo_run, guarded,
+                         lambda i, limit, lookup_ok: self._draft(running[i], limit, lookup_ok))
+        self._solo_run = plan.solo_run
+        return plan
+
+    def _run(self, running: list[Sequence], plan: StepPlan) -> bool:
+        """One llama_decode of the plan; False when it must be planned again."""
         toks: list[int] = []
         pos: list[int] = []
         sids: list[int] = []
         want: list[bool] = []
-        # (seq, tokens fed before any draft, logits index of the first sampled row, draft)
-        plan: list[tuple[Sequence, int, int, list[int]]] = []
-        # decoding sequences first: a stream never waits for someone's prefill
-        for seq in sorted(running, key=lambda s: s.pending > 1):
-            n = seq.pending
-            draft: list[int] = []
-            low = seq.tier is not Tier.PRIORITY
-            if n > 1:
-                n = self._chunk(n, min(budget, low_budget) if low else budget)
-                if n <= 0:
-                    continue
-                budget -= n
-                if low:
-                    low_budget -= n
-            elif draft_budget > 0 and not (guarded and low):
-                draft = self._draft(seq, draft_budget, lookup_ok)
-                draft_budget -= len(draft)
+        for it in plan.items:
+            seq = running[it.key]
             start = seq.n_computed
-            feed = seq.tokens[start:start + n] + draft
+            feed = seq.tokens[start:start + it.n] + it.draft
             toks.extend(feed)
             pos.extend(range(start, start + len(feed)))
             sids.extend([seq.seq_id] * len(feed))  # type: ignore[list-item]
-            ends = start + n == len(seq.tokens)
-            want.extend([False] * (n - 1) + [ends] + [True] * len(draft))
-            plan.append((seq, n, len(toks) - len(draft) - 1 if ends else -1, draft))
-        self._make_room(len(toks))
+            want.extend([False] * (it.n - 1) + [it.samples] + [True] * len(it.draft))
+        self.kv.make_room(len(toks), sum(max(0, s.n_computed - s.n_prompt)
+                                         for s in self.scheduler.running))
         self.runner.clear_abort()
         self._abortable = (self.config.priority_abort and not self._aborted_last
-                           and all(seq.tier is not Tier.PRIORITY for seq, *_ in plan))
+                           and all(running[it.key].tier is not Tier.PRIORITY
+                                   for it in plan.items))
         try:
             self.runner.decode(toks, pos, sids, want)
         except KVFull:
             self._recover_kv()
-            return  # retry next step with the freed cells
+            return False  # retry next step with the freed cells
         except Aborted:
             # a priority request came in: drop whatever cells the step wrote and plan
             # again with it; the lower tiers redo this step right after
-            for seq, *_ in plan:
-                self.runner.seq_rm(seq.seq_id, seq.n_computed, -1)  # type: ignore[arg-type]
-            self._n["aborted"] += 1
+            for it in plan.items:
+                seq = running[it.key]
+                self.kv.truncate(seq.seq_id, seq.n_computed)  # type: ignore[arg-type]
+            self.counters.aborted_steps += 1
             self._aborted_last = True
-            return
+            return False
         finally:
             self._abortable = False
         self._aborted_last = False
-        self._n["steps"] += 1
+        self.counters.steps += 1
+        return True
+
+    def _postprocess(self, running: list[Sequence], plan: StepPlan) -> None:
         now = time.monotonic()
-        for seq, fed, idx, draft in plan:
-            seq.n_computed += fed
-            if idx < 0:
+        at = 0  # batch position of the item's first token (logits are read by position)
+        for it in plan.items:
+            seq = running[it.key]
+            idx = at + it.n - 1  # the last fed token before the draft
+            at += it.n + len(it.draft)
+            seq.n_computed += it.n
+            if not it.samples:
                 continue
-            if seq.n_prompt <= seq.n_computed and not self.cache.holds(seq.seq_id):
+            if seq.n_prompt <= seq.n_computed:
                 # prompt done: share it with later requests while this one runs
-                self.cache.insert(seq.tokens[: seq.n_prompt], seq.seq_id)  # type: ignore[arg-type]
-            self._verify(seq, idx, draft, now)
+                self.kv.publish(seq.seq_id, seq.tokens[: seq.n_prompt])  # type: ignore[arg-type]
+            self._verify(seq, idx, it.draft, now)
 
-    def _chunk(self, pending: int, budget: int) -> int:
-        """Prefill tokens to feed this step. In deterministic mode no chunk of a long
-        prompt is small, and none leaves a small remainder for the next step."""
-        n = min(pending, budget)
-        if not self.config.deterministic or n == pending:
-            return n
-        if pending - n < LARGE_BATCH:
-            n = pending - LARGE_BATCH
-        if n >= LARGE_BATCH:
-            return n
-        # too little room left this step: wait for the next, unless this is all there is
-        return min(pending, budget) if budget >= self.config.step_tokens else 0
+    def _draft_room(self, seq: Sequence) -> int:
+        """Draft tokens a decoding sequence could still use after its next one."""
+        return min(seq.group.max_new - seq.n_generated, self.max_context - len(seq.tokens)) - 1
 
-    def _solo_priority(self, running: list[Sequence]) -> list[Sequence]:
-        """While a priority request prefills, run priority sequences only.
-
-        A step's cost grows with every token in it (the CPU is compute-bound), so a
-        priority prompt batched beside a full server's decodes would wait several
-        times its idle prefill. Lower tiers sit out at most `priority_solo_steps`
-        steps in a row, then share one, so a stream of priority arrivals slows
-        them but never stops them.
-        """
-        limit = self.config.priority_solo_steps
-        prefilling = any(s.tier is Tier.PRIORITY and s.in_prefill for s in running)
-        if not prefilling or limit <= 0 or all(s.tier is Tier.PRIORITY for s in running):
-            self._solo_run = 0
-            return running
-        if self._solo_run >= limit:
-            self._solo_run = 0
-            return running
-        self._solo_run += 1
-        return [s for s in running if s.tier is Tier.PRIORITY]
-
-    def _draft(self, seq: Sequence, budget: int, lookup_ok: bool) -> list[int]:
+    def _draft(self, seq: Sequence, limit: int, lookup_ok: bool) -> list[int]:
         """Tokens to verify after the sequence's next one, or none."""
-        room = min(seq.group.max_new - seq.n_generated,
-                   self.max_context - len(seq.tokens)) - 1
-        limit = min(budget, room)
-        if limit <= 0:
-            return []
         draft: list[int] = []
         seq.draft_src = None
         if seq.matcher is not None:
@@ -471,8 +408,8 @@ class Engine:
                 break
             accepted += 1
         if draft:
-            self._n["proposed"] += len(draft)
-            self._n["accepted"] += accepted
+            self.counters.draft_proposed += len(draft)
+            self.counters.draft_accepted += accepted
             if seq.draft_src == "prediction":
                 seq.predictor.k.update(len(draft), accepted)  # type: ignore[union-attr]
             elif seq.draft_src == "lookup":
@@ -484,23 +421,11 @@ class Engine:
         # the accepted draft tokens have KV; the last sampled token is pending
         seq.n_computed += accepted
         if accepted < len(draft):
-            self.runner.seq_rm(seq.seq_id, seq.n_computed, -1)  # type: ignore[arg-type]
-
-    def _make_room(self, incoming: int) -> None:
-        """Evict old cache entries before the KV pool runs out."""
-        limit = int(self.runner.kv_size * 0.92)
-        while self._lru:
-            used = self.cache.n_tokens + sum(
-                max(0, s.n_computed - s.n_prompt) for s in self.scheduler.running)
-            if used + incoming <= limit:
-                break
-            self._evict_one()
+            self.kv.truncate(seq.seq_id, seq.n_computed)  # type: ignore[arg-type]
 
     def _recover_kv(self) -> bool:
         """llama.cpp found no cells: drop cache entries, else preempt someone."""
-        if self._lru:
-            while self._evict_one():
-                pass
+        if self.kv.evict_all():
             return True
         running = self.scheduler.running
         if len(running) > 1:
@@ -518,7 +443,7 @@ class Engine:
         g = seq.group
         seq.sampler.record(tok)
         seq.tokens.append(tok)
-        self._n["generated"] += 1
+        self.counters.generated_tokens += 1
         if g.first_token_at is None:
             g.first_token_at = now
         if seq.matcher is not None:
