@@ -42,6 +42,7 @@ def _check_weights(weights: str) -> None:
 @app.command()
 def serve(
     model: Annotated[Optional[Path], typer.Option(help="GGUF file (default: SmolLM2-135M-Instruct)")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Model registry TOML: serve every model it lists (docs/architecture.md, 'One server, many models'); engine options given here are the defaults its entries override")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8000,
     slots: Annotated[int, typer.Option(help="Sequences decoded together")] = 16,
@@ -69,26 +70,32 @@ def serve(
     import uvicorn
 
     from golive.api.app import ServerSettings, create_app
-    from golive.backends.embedded import EmbeddedBackend
+    from golive.backends.config import ConfigError
+    from golive.backends.registry import registry_for
     from golive.batch.service import BatchSettings
 
     if model is not None and not model.is_file():
         raise typer.BadParameter(f"no such file: {model}", param_hint="--model")
     _check_weights(weights)
-    backend = EmbeddedBackend(str(model) if model else None,
+    try:
+        models = registry_for(str(config) if config else None, str(model) if model else None,
                               _engine_config(slots, ctx, threads, step_tokens, no_prefix_cache,
                                              no_prompt_lookup, priority_solo_steps,
                                              deterministic, priority_guard),
-                              weights=weights)
+                              weights)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--config") from None
     settings = ServerSettings(flex_queue_timeout=flex_timeout, priority_tokens_per_min=priority_tpm,
                               log_db=log_db, request_log=not no_request_log, log_bodies=log_bodies,
                               prices=str(prices) if prices else None,
                               batch=BatchSettings(db=batch_db, runner=not no_batch_runner,
                                                   window_s=batch_window,
                                                   max_upload_bytes=int(max_upload_mb * 1024 * 1024)))
-    typer.echo(f"golive: serving {backend.model_id} ({backend.model.weights} weights) on "
-               f"http://{host}:{port}/v1", err=True)
-    uvicorn.run(create_app(backend, settings), host=host, port=port, log_level="warning")
+    for b in models:
+        typer.echo(f"golive: serving {b.info.id} ({b.info.details.get('weights', '-')} weights, "
+                   f"{b.info.details.get('threads', '-')} threads)", err=True)
+    typer.echo(f"golive: http://{host}:{port}/v1", err=True)
+    uvicorn.run(create_app(models, settings), host=host, port=port, log_level="warning")
 
 
 @app.command()

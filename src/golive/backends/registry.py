@@ -95,3 +95,18 @@ def build_registry(entries: list[ModelEntry], base: EngineConfig | None = None) 
             b.close()
         raise
     return Registry(backends, {e.id: e.prices for e in entries if e.prices})
+
+
+def registry_for(config: str | None, model: str | None, base: EngineConfig,
+                 weights: str = "auto") -> Registry:
+    """What `golive serve` serves: the models of a config file, else one GGUF (the
+    bundled default when `model` is None)."""
+    from golive.backends.config import ConfigError, load_config
+
+    if config is not None:
+        if model is not None:
+            raise ConfigError("give either a config file or a model file, not both")
+        return build_registry(load_config(config), base)
+    from golive.backends.embedded import EmbeddedBackend
+
+    return Registry([EmbeddedBackend(model, base, weights=weights)])

@@ -190,7 +190,7 @@ def run(
                       f"({', '.join(served_endpoints(app))})[/]")
         raise typer.Exit(1)
     checked = check_file(data, endpoint,
-                         lambda name: backend.model_id if name in backend.aliases else None,
+                         lambda name: backend.info.id if name in backend.info.names() else None,
                          max_requests=sys.maxsize)
     if checked.errors:
         backend.close()
