@@ -37,7 +37,7 @@ def _msgs(p: str) -> list[dict]:
 
 def _draft_counters(server) -> tuple[float, float]:
     text = httpx.get(server.base + "/metrics", timeout=10).text
-    get = lambda name: float(re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M).group(1))  # noqa: E731
+    get = lambda name: float(re.search(rf"^{name}(?:_total)?(?:\{{[^}}]*\}})? (\S+)$", text, re.M).group(1))  # noqa: E731
     return get("golive_draft_tokens_proposed"), get("golive_draft_tokens_accepted")
 
 

@@ -116,7 +116,7 @@ def test_flex_gets_429_when_no_capacity_and_is_not_charged(one_slot):
 
 def _preemptions(server: Server) -> float:
     text = httpx.get(server.base + "/metrics", timeout=10).text
-    return float(re.search(r"^golive_preemptions(?:_total)? (\S+)$", text, re.M).group(1))
+    return float(re.search(r"^golive_preemptions(?:_total)?(?:\{[^}]*\})? (\S+)$", text, re.M).group(1))
 
 
 def test_priority_preempts_and_the_preempted_output_is_unchanged(one_slot):
@@ -158,7 +158,7 @@ def test_priority_preempts_and_the_preempted_output_is_unchanged(one_slot):
 
 def _metric(server: Server, name: str) -> float:
     text = httpx.get(server.base + "/metrics", timeout=10).text
-    return float(re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M).group(1))
+    return float(re.search(rf"^{name}(?:_total)?(?:\{{[^}}]*\}})? (\S+)$", text, re.M).group(1))
 
 
 def test_priority_arrival_stops_the_step_in_flight_and_changes_no_output(one_slot):
@@ -280,8 +280,8 @@ def test_per_tier_metrics(server, client):
     client.chat.completions.create(model=MODEL, messages=_msgs("hi"), max_tokens=3,
                                    service_tier="flex")
     text = httpx.get(server.base + "/metrics", timeout=10).text
-    assert re.search(r'golive_time_to_first_token_seconds_count\{tier="flex"\} [1-9]', text)
-    assert re.search(r'golive_queue_depth\{tier="priority"\}', text)
+    assert re.search(r'golive_time_to_first_token_seconds_count\{[^}]*tier="flex"[^}]*\} [1-9]', text)
+    assert re.search(r'golive_queue_depth\{model="[^"]+",tier="priority"\}', text)
 
 
 @pytest.mark.parametrize("body,param", [
