@@ -79,6 +79,13 @@ class EngineConfig:
     # whatever the cache holds, so with one thread the output does not depend on
     # what was cached (costs up to LARGE_BATCH recomputed tokens per cached request).
     deterministic: bool = False
+    # At temperature 0 a draft token is accepted when its logit is within this much of
+    # the best one. Verification rows are computed in other batch shapes than the
+    # single decodes the prediction's text came from, and llama.cpp's CPU kernels
+    # round differently per shape (up to ~0.1 in logits measured on the default
+    # model), so an exact rule rejects a prediction at every near-tie it meets and
+    # pays a re-alignment each time. 0 = exact: the output is the argmax, always.
+    draft_tolerance: float = 0.1
 
 
 class Engine:
@@ -400,6 +407,8 @@ class Engine:
                     seq.matcher.apply(row)
             d = draft[i] if i < len(draft) else None
             tok = seq.sampler.choose(row)
+            if d is not None and tok != d and self._near_tie(seq, row, tok, d):
+                tok = d
             emitted.append(tok)
             if self._emit(seq, tok, raw, now):
                 finished = True
@@ -422,6 +431,12 @@ class Engine:
         seq.n_computed += accepted
         if accepted < len(draft):
             self.kv.truncate(seq.seq_id, seq.n_computed)  # type: ignore[arg-type]
+
+    def _near_tie(self, seq: Sequence, row: np.ndarray, best: int, d: int) -> bool:
+        """Greedy only: the draft token is as good as the argmax up to batch-shape noise."""
+        tol = self.config.draft_tolerance
+        return (tol > 0 and seq.sampler.greedy and not self.config.deterministic
+                and bool(row[d] >= row[best] - tol))
 
     def _recover_kv(self) -> bool:
         """llama.cpp found no cells: drop cache entries, else preempt someone."""
