@@ -17,7 +17,7 @@ from conftest import MODEL, Server
 from openai import OpenAI
 from typer.testing import CliRunner
 
-from golive.cli import app
+from golive.commands import app
 from golive.observe.audit import audit, check_sequential
 from golive.observe.record import RequestRecord
 from golive.observe.requestlog import RequestLog

@@ -337,7 +337,7 @@ def test_cancel_keeps_partial_results(server, client):
 
 
 def golive(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "golive.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "golive.commands", *args], capture_output=True,
                           text=True, timeout=300,
                           env=dict(os.environ, GOLIVE_DATA_DIR=str(data_dir)))
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from golive.cli import app
+from golive.commands import app
 from golive.evals.runner import RunOptions, run_eval
 from golive.evals.store import EvalStore
 

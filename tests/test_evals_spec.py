@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from golive.cli import app
+from golive.commands import app
 from golive.evals.dataset import load_examples
 from golive.evals.errors import EvalError, EvalFileErrors
 from golive.evals.spec import load_spec, resolve_variants

@@ -13,7 +13,7 @@ import pytest
 from conftest import MODEL, Server
 from typer.testing import CliRunner
 
-from golive.cli import app
+from golive.commands import app
 from golive.patterns import layout
 from golive.patterns.tokens import encode_chat, model_tokenizer
 

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
 
-from golive.observe.logview import log_app, parse_time
+from golive.commands.log import log_app
+from golive.observe.logview import parse_time
 from golive.observe.record import RequestRecord
 from golive.observe.requestlog import DATA_DIR_ENV, LOG_URL_ENV, RequestLog, percentile
 
@@ -175,7 +176,7 @@ def test_parse_time() -> None:
     assert parse_time("2026-01-02") == dt.datetime(2026, 1, 2, tzinfo=dt.UTC).timestamp()
     assert parse_time("2026-01-02T12:00:00+02:00") == DAY2 - 7200
     assert parse_time(None) is None
-    with pytest.raises(typer.BadParameter):
+    with pytest.raises(ValueError, match="yesterday"):
         parse_time("yesterday")
 
 
@@ -235,7 +236,7 @@ def test_cli_summary(filled: str) -> None:
 
 
 def test_cli_group_options_reach_summary_when_mounted(filled: str) -> None:
-    # the lead mounts log_app as `golive log`; options before `summary` must apply
+    # golive.commands mounts log_app as `golive log`; options before `summary` must apply
     app = typer.Typer()
     app.add_typer(log_app, name="log")
 

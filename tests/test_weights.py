@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from golive.cli import app
+from golive.commands import app
 from golive.engine.model import Model, default_model_path
 from golive.engine.runner import Runner
 from golive.engine.weights import file_type, resolve

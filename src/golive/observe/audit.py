@@ -14,7 +14,9 @@ reports what it found and the measured or estimated gain:
 - flex / batch: latency-insensitive bulk traffic on the default tier and what
   the cheaper tiers would save.
 
-Estimates are labelled as such; nothing here calls a model.
+Estimates are labelled as such; nothing here calls a model. A check that needs
+request bodies says so when the log has none (`Finding.unknown`) instead of
+reporting zero.
 """
 
 from __future__ import annotations
@@ -26,10 +28,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Optional
-
-import typer
+from typing import Any
 
 from golive.observe.cost import PriceTable
 from golive.observe.record import RequestRecord
@@ -41,6 +40,8 @@ BULK_WINDOW_S = 60.0
 LARGE_INPUT_TOKENS = 400
 IRRELEVANT_SHARE = 0.5  # a large input where half or more could go
 
+NOT_LOGGED = "request bodies are not logged; start the server with --log-bodies"
+
 
 @dataclass
 class Finding:
@@ -50,6 +51,8 @@ class Finding:
     requests: list[str] = field(default_factory=list)  # ids involved
     # numbers for the charts and for scripts
     metrics: dict[str, float] = field(default_factory=dict)
+    # what the check could not see, e.g. NOT_LOGGED: its zeros then mean "unknown"
+    unknown: str = ""
 
     @property
     def hit(self) -> bool:
@@ -80,6 +83,20 @@ def _ok(records: Sequence[RequestRecord]) -> list[RequestRecord]:
     return sorted((r for r in records if r.status == 200), key=lambda r: r.created)
 
 
+def _coverage(relevant: Sequence[RequestRecord], seen: Sequence[RequestRecord]) -> str:
+    """'' when the check saw every relevant request's body; else what it could not see."""
+    if not relevant or len(seen) == len(relevant):
+        return ""
+    if not seen:
+        return NOT_LOGGED
+    return (f"only the {len(seen)} of {len(relevant)} requests with logged bodies were "
+            "checked; " + NOT_LOGGED)
+
+
+def _unknown(lever: str, what: str, note: str, metrics: dict[str, float]) -> Finding:
+    return Finding(lever, f"{what}: unknown, {note}", "-", [], metrics, note)
+
+
 # ---- the checks ----------------------------------------------------------------------
 
 
@@ -89,29 +106,45 @@ def check_output_share(records: Sequence[RequestRecord]) -> Finding:
     decode = sum(max(r.total_s - r.ttft_s, 0.0) for r in rs)
     share = decode / total if total else 0.0
     capped = [r for r in rs if r.finish_reason == "length"]
-    unbounded = [r for r in rs if (b := _body(r)) is not None
-                 and b.get("max_tokens") is None and b.get("max_completion_tokens") is None]
+    seen = [(r, b) for r in rs if (b := _body(r)) is not None]
+    unbounded = [r for r, b in seen
+                 if b.get("max_tokens") is None and b.get("max_completion_tokens") is None]
+    note = _coverage(rs, seen)
+    if rs and not seen:
+        limits = f"max_tokens: unknown, {note}"
+    elif note:
+        limits = (f"{len(unbounded)} of the {len(seen)} requests with logged bodies set no "
+                  f"max_tokens ({len(rs) - len(seen)} not logged)")
+    else:
+        limits = f"{len(unbounded)} requests set no max_tokens"
+    metrics = {"output_share": share, "length_cut": len(capped)}
+    if seen:
+        metrics["no_max_tokens"] = len(unbounded)
     # the requests where generating output took most of the time gain most from fewer tokens
     hit = [r.id for r in rs if r.total_s - r.ttft_s >= 0.5 * r.total_s]
     return Finding(
         "generate fewer tokens",
         f"generating output is {share:.0%} of request time over {len(rs)} requests "
         f"(most of the time for {len(hit)}); "
-        f"{len(capped)} answers were cut by max_tokens; {len(unbounded)} requests set no "
-        "max_tokens",
+        f"{len(capped)} answers were cut by max_tokens; {limits}",
         f"halving output tokens saves about {share / 2:.0%} of latency (estimate)",
-        hit, {"output_share": share, "length_cut": len(capped), "no_max_tokens": len(unbounded)})
+        hit, metrics, note)
 
 
 def check_prefix(records: Sequence[RequestRecord], tokenizer: Any = None,
                  prices: PriceTable | None = None) -> Finding:
     from golive.patterns import layout
 
-    rs = [r for r in _ok(records) if r.endpoint == "/v1/chat/completions" and _body(r)]
+    chats = [r for r in _ok(records) if r.endpoint == "/v1/chat/completions"]
+    rs = [r for r in chats if _body(r)]
     measured = sum(r.cached_tokens for r in rs)
+    if chats and not rs:
+        return _unknown("static prefix first", "which requests could share a prefix",
+                        NOT_LOGGED, {"cached_tokens": sum(r.cached_tokens for r in chats)})
     if len(rs) < 2:
         return Finding("static prefix first", "too few logged chat bodies to compare "
-                       "(serve with --log-bodies)", "-", [], {"cached_tokens": measured})
+                       "(serve with --log-bodies)", "-", [], {"cached_tokens": measured},
+                       _coverage(chats, rs))
     # requests are compared within one system prompt "family" (same client)
     by_client: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in rs:
@@ -132,15 +165,16 @@ def check_prefix(records: Sequence[RequestRecord], tokenizer: Any = None,
     if prices is not None and rs:
         p = prices.price_for(rs[0].model)
         saving = gain_tokens * (p.input - p.cached_input) * 1e-6
+    note = _coverage(chats, rs)
     return Finding(
         "static prefix first",
         f"{len(hits)} requests put dynamic content ahead of static text"
         + (f": {'; '.join(sorted(where))}" if where else "")
-        + f"; cached tokens served: {measured}",
+        + f"; cached tokens served: {measured}" + (f" ({note})" if note else ""),
         f"static-first order would add {gain_tokens} cached prompt tokens "
         f"(${saving:.6f} at list prices; less prefill, lower TTFT)",
         hits, {"cached_tokens_now": measured, "cacheable_now": now_tokens,
-               "extra_cached_tokens": gain_tokens, "saving_usd": saving})
+               "extra_cached_tokens": gain_tokens, "saving_usd": saving}, note)
 
 
 def _strings(v: Any) -> list[str]:
@@ -185,12 +219,16 @@ def check_sequential(records: Sequence[RequestRecord]) -> Finding:
     for r in _ok(records):
         by_client[r.client_id or "-"].append(r)
     chains: list[list[RequestRecord]] = []
+    unchecked = 0  # back-to-back pairs whose bodies are not logged
     for group in by_client.values():
         chain: list[RequestRecord] = []
         for r in group:
             prev = chain[-1] if chain else None
             end = prev.created + prev.total_s if prev else 0.0
-            if prev and end - 0.05 <= r.created <= end + SEQ_GAP_S and _depends(prev, r) is False:
+            adjacent = prev is not None and end - 0.05 <= r.created <= end + SEQ_GAP_S
+            dep = _depends(prev, r) if adjacent else None
+            unchecked += adjacent and dep is None
+            if adjacent and dep is False:
                 chain.append(r)
             else:
                 if len(chain) >= 2:
@@ -201,13 +239,19 @@ def check_sequential(records: Sequence[RequestRecord]) -> Finding:
     wall = sum(c[-1].created + c[-1].total_s - c[0].created for c in chains)
     par = sum(max(r.total_s for r in c) for c in chains)
     ids = [r.id for c in chains for r in c]
+    metrics = {"chains": len(chains), "wall_s": wall, "parallel_s": par}
+    if unchecked and not chains:
+        return _unknown("parallelize", f"{unchecked} back-to-back requests follow another one; "
+                        "whether they use the previous answer", NOT_LOGGED, metrics)
+    note = (f"{unchecked} back-to-back requests not checked: {NOT_LOGGED}" if unchecked
+            else "")
     return Finding(
         "parallelize",
         f"{len(chains)} chains of back-to-back requests ({len(ids)} requests) where no request "
-        "uses the previous answer",
+        "uses the previous answer" + (f" ({note})" if note else ""),
         f"sending each chain at once: {wall:.2f}s -> about {par:.2f}s of waiting (estimate: the "
         "slowest request of each chain)",
-        ids, {"chains": len(chains), "wall_s": wall, "parallel_s": par})
+        ids, metrics, note)
 
 
 def _deterministic(b: dict[str, Any]) -> bool:
@@ -217,7 +261,14 @@ def _deterministic(b: dict[str, Any]) -> bool:
 
 def check_repeats(records: Sequence[RequestRecord]) -> Finding:
     groups: dict[str, list[RequestRecord]] = defaultdict(list)
-    for r in _ok(records):
+    ok = _ok(records)
+    seen = [r for r in ok if _body(r) is not None]
+    note = _coverage(ok, seen)
+    if ok and not seen:
+        return _unknown("rules / cache before the model",
+                        "deterministic requests sent again", note,
+                        {"repeats": 0, "saving_usd": 0.0, "saving_s": 0.0})
+    for r in seen:
         b = _body(r)
         if b is None or not _deterministic(b) or b.get("n", 1) != 1:
             continue
@@ -231,11 +282,12 @@ def check_repeats(records: Sequence[RequestRecord]) -> Finding:
     secs = sum(r.total_s for r in extra)
     return Finding(
         "rules / cache before the model",
-        f"{len(repeats)} deterministic requests were sent again ({len(extra)} repeats)",
+        f"{len(repeats)} deterministic requests were sent again ({len(extra)} repeats)"
+        + (f" ({note})" if note else ""),
         f"answering repeats from a cache or rule saves {len(extra)} requests, {secs:.2f}s of "
         f"model time and ${cost:.6f} (measured)",
         [r.id for g in repeats for r in g], {"repeats": len(extra), "saving_usd": cost,
-                                              "saving_s": secs})
+                                              "saving_s": secs}, note)
 
 
 def _relevant_share(text: str, tokenizer: Any) -> tuple[int, int]:
@@ -261,9 +313,16 @@ def check_large_inputs(records: Sequence[RequestRecord], tokenizer: Any = None,
     from golive.patterns.tokens import content_text
 
     hits, saved_tokens, saving = [], 0, 0.0
-    for r in _ok(records):
+    large = [r for r in _ok(records) if r.prompt_tokens >= LARGE_INPUT_TOKENS]
+    seen = [r for r in large if _body(r) is not None]
+    note = _coverage(large, seen)
+    if large and not seen:
+        return _unknown("fewer input tokens", f"{len(large)} large requests (>= "
+                        f"{LARGE_INPUT_TOKENS} prompt tokens); how much of their input is "
+                        "markup or unrelated", note, {"tokens_saved": 0, "saving_usd": 0.0})
+    for r in seen:
         b = _body(r)
-        if r.prompt_tokens < LARGE_INPUT_TOKENS or b is None or not b.get("messages"):
+        if b is None or not b.get("messages"):
             continue
         text = content_text(b["messages"][-1])
         before, after = _relevant_share(text, tokenizer)
@@ -275,10 +334,10 @@ def check_large_inputs(records: Sequence[RequestRecord], tokenizer: Any = None,
     return Finding(
         "fewer input tokens",
         f"{len(hits)} large requests (>= {LARGE_INPUT_TOKENS} prompt tokens) where most of the "
-        "input is markup or unrelated to the question",
+        "input is markup or unrelated to the question" + (f" ({note})" if note else ""),
         f"cleaning and pruning would drop about {saved_tokens} prompt tokens "
         f"(${saving:.6f}; estimate with golive.patterns.compress)",
-        hits, {"tokens_saved": saved_tokens, "saving_usd": saving})
+        hits, {"tokens_saved": saved_tokens, "saving_usd": saving}, note)
 
 
 def check_tiers(records: Sequence[RequestRecord], prices: PriceTable | None = None) -> Finding:
@@ -347,15 +406,21 @@ def audit(records: Sequence[RequestRecord], tokenizer: Any = None,
 
 def print_report(report: AuditReport, console: Any = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
     t = Table("lever", "found", "gain", "requests", title=f"golive audit: {report.requests} "
               f"requests ({report.with_bodies} with bodies)", show_lines=True)
     for f in report.findings:
-        t.add_row(("[bold]" if f.hit else "[dim]") + f.lever, f.found, f.gain,
-                  str(len(f.requests)))
+        style = "[bold]" if f.hit else "[yellow]" if f.unknown else "[dim]"
+        t.add_row(style + escape(f.lever), escape(f.found), escape(f.gain),
+                  "?" if f.unknown and not f.hit else str(len(f.requests)))
     console.print(t)
+    if any(f.unknown for f in report.findings):
+        console.print(f"[yellow]some checks could not see the traffic: {NOT_LOGGED}[/yellow]"
+                      if report.with_bodies == 0 else
+                      "[yellow]some checks saw only part of the traffic (see 'found')[/yellow]")
 
 
 def _bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> str:
@@ -374,6 +439,12 @@ def _bar_chart(title: str, items: list[tuple[str, float]], unit: str = "") -> st
                      f'{v:.6g}{unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def report_json(report: AuditReport) -> dict[str, Any]:
+    """What `golive audit --json` prints."""
+    return {"requests": report.requests, "with_bodies": report.with_bodies,
+            "findings": [dataclasses.asdict(f) for f in report.findings]}
 
 
 def html_report(report: AuditReport) -> str:
@@ -418,31 +489,3 @@ cost ${s['cost_usd']:.6f}, prefix-cache hit rate
 <div class="charts">{''.join(charts)}</div>
 </body></html>
 """
-
-
-def audit_command(
-    log_db: Annotated[Optional[str], typer.Option(help="Request-log database URL "
-                                                       "(default: the data dir's SQLite)")] = None,
-    limit: Annotated[int, typer.Option(help="Most recent requests to read")] = 10000,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report "
-                                                                    "with charts here")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON")] = False,
-) -> None:
-    """Read the request log and report, per lever, what would pay off and by how much."""
-    from golive.observe.requestlog import RequestLog
-
-    with RequestLog(log_db) as log:
-        records = log.query(limit=limit)
-    if not records:
-        raise typer.BadParameter("the request log is empty", param_hint="--log-db")
-    report = audit(records)
-    if as_json:
-        typer.echo(json.dumps({"requests": report.requests, "with_bodies": report.with_bodies,
-                               "findings": [dataclasses.asdict(f) for f in report.findings]},
-                              indent=2))
-    else:
-        print_report(report)
-    if html_out is not None:
-        html_out.write_text(html_report(report))
-        if not as_json:
-            typer.echo(f"HTML report: {html_out}")
