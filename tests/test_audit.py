@@ -165,3 +165,48 @@ def test_an_answer_quoted_in_the_next_request_is_a_dependency():
     a = _rec("a", 100.0, "Name an animal.", "A red fox")
     b = _rec("b", 100.6, "Describe this: A red fox", "It is small.")
     assert check_sequential([a, b]).requests == []
+
+
+def test_without_bodies_the_audit_says_what_it_cannot_see():
+    # the server ran without --log-bodies: no check may report a confident zero for
+    # something only the bodies show
+    def bare(rid: str, created: float, prompt_tokens: int = 30) -> RequestRecord:
+        return RequestRecord(rid, created, "/v1/chat/completions", MODEL, "auto", "default",
+                             total_s=0.5, ttft_s=0.1, client_id="k",
+                             prompt_tokens=prompt_tokens, completion_tokens=5)
+
+    records = [bare("a", 100.0), bare("b", 100.6), bare("c", 101.2, prompt_tokens=900)]
+    report = audit(records)
+    assert report.with_bodies == 0
+    out = report.finding("generate fewer tokens")
+    assert "max_tokens: unknown" in out.found and "--log-bodies" in out.found
+    assert "set no max_tokens" not in out.found and "no_max_tokens" not in out.metrics
+    assert out.metrics["output_share"] == pytest.approx(0.8)  # timings need no bodies
+    for lever in ("static prefix first", "parallelize", "rules / cache before the model",
+                  "fewer input tokens"):
+        f = report.finding(lever)
+        assert f.unknown and "unknown" in f.found and "--log-bodies" in f.found, (lever, f.found)
+        assert not f.requests
+    assert not report.finding("flex / batch").unknown  # tiers and timing are always logged
+
+    # and the terminal says so instead of "0 requests set no max_tokens"
+    from rich.console import Console
+
+    from golive.observe.audit import print_report
+
+    console = Console(width=200, record=True)
+    print_report(report, console)
+    text = console.export_text()
+    assert "0 requests set no max_tokens" not in text and "--log-bodies" in text
+
+
+def test_with_some_bodies_the_audit_says_how_many_it_checked():
+    import dataclasses
+
+    logged = dataclasses.replace(_rec("a", 100.0, "What is the capital of France?", "Paris."),
+                                 ttft_s=0.1)
+    bare = RequestRecord("b", 100.6, "/v1/chat/completions", MODEL, "auto", "default",
+                         total_s=0.5, ttft_s=0.1, client_id="k")
+    out = audit([logged, bare]).finding("generate fewer tokens")
+    assert "1 of the 1 requests with logged bodies set no max_tokens (1 not logged)" in out.found
+    assert out.unknown and out.metrics["no_max_tokens"] == 1

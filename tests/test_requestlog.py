@@ -211,6 +211,19 @@ def test_cli_list_narrow_terminal_keeps_numbers(filled: str) -> None:
     for expected in ("01-02 12:00:09", "1500.0", "12250.0", "12345/10240/568", "0.000123",
                      "01-02 12:00:02", "429"):
         assert expected in result.output, expected
+    # one line per request: long text ends in an ellipsis instead of folding
+    assert len(result.output.splitlines()) == 2 + 4  # title, header, rule, caption
+    assert "other" in result.output and "…" in result.output
+
+
+def test_cli_list_one_model_moves_to_the_title(filled: str) -> None:
+    result = runner.invoke(log_app, ["--db", filled, "--model", "smollm2-135m-instruct"],
+                           env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "model smollm2-135m-instruct" in lines[0] and "model" not in lines[1]
+    assert len(lines) == 7 + 4 and "0.002000" in result.output
 
 
 def test_cli_list_empty_and_bad_since(url: str) -> None:

@@ -45,9 +45,9 @@ def parse_time(value: str | None, now: float | None = None) -> float | None:
 
 def print_requests(records: Sequence[RequestRecord], console: Console | None = None,
                    filtered: bool = False) -> None:
-    """The recent-requests table. Numbers are never cut: below 100 columns the year, the
-    client column and long tier names go, a single model moves to the title, and text
-    columns end in an ellipsis instead of folding onto more lines."""
+    """The recent-requests table. Numbers are never cut. Below 100 columns the year, the
+    client column and long tier names go, a single model moves to the title, and the
+    text columns get what is left and end in an ellipsis instead of folding."""
     console = console or Console()
     if not records:
         console.print("no requests logged" + (" matching the filters" if filtered else ""))
@@ -58,28 +58,45 @@ def print_requests(records: Sequence[RequestRecord], console: Console | None = N
     show_client = not narrow and any(r.client_id for r in records)
     title = f"last {len(records)} requests (UTC)"
     if not show_model:
-        title += f", model {escape(next(iter(models)))}"
-    table = Table(title=title, caption="times in ms; tokens: in/cached/out",
-                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        title += f", model {next(iter(models))}"
     names = ["time", *(["model"] if show_model else []), "tier", "HTTP", "ttft", "total",
              "tokens", "cost $", *(["client"] if show_client else [])]
-    for name in names:
-        text = name in ("model", "tier", "client")
-        table.add_column(name, justify="left" if text or name == "time" else "right",
-                         no_wrap=not text, overflow="ellipsis" if text else "fold",
-                         min_width=(8 if name == "model" else 4) if text else None)
+    rows = []
     for r in records:
         served, asked = r.tier_served, r.tier_requested
         if narrow:
             served, asked = _SHORT_TIER.get(served, served), _SHORT_TIER.get(asked, asked)
-        tier_text = served if r.tier_requested in (r.tier_served, "") else f"{asked}>{served}"
-        row = [
-            # escape: model names and client ids are user data, not rich markup
-            _utc(r.created, short=narrow), *([escape(r.model)] if show_model else []),
-            escape(tier_text), _status(r.status), _ms(r.ttft_s), _ms(r.total_s),
-            f"{r.prompt_tokens}/{r.cached_tokens}/{r.completion_tokens}", f"{r.cost_usd:.6f}",
-        ]
-        table.add_row(*row, *([escape(r.client_id or "")] if show_client else []))
+        tier = served if r.tier_requested in (r.tier_served, "") else f"{asked}>{served}"
+        rows.append([_utc(r.created, short=narrow), *([r.model] if show_model else []), tier,
+                     str(r.status), _ms(r.ttft_s), _ms(r.total_s),
+                     f"{r.prompt_tokens}/{r.cached_tokens}/{r.completion_tokens}",
+                     f"{r.cost_usd:.6f}", *([r.client_id or ""] if show_client else [])])
+    texts = {"model", "tier", "client"}
+    need = {n: max(len(n), *(len(row[k]) for row in rows)) for k, n in enumerate(names)}
+    # numbers take what they need; the text columns share the rest, the narrowest need
+    # first, at least 4 each (padding comes on top of a width; SIMPLE_HEAD
+    # puts a one-space rule between columns)
+    pad = {n: 0 if n == names[-1] else 1 for n in names}
+    free = console.width - sum(need[n] + pad[n] for n in names if n not in texts) \
+        - (len(names) - 1)
+    widths: dict[str, int | None] = dict.fromkeys(names)
+    left = [n for n in sorted(texts & set(names), key=lambda n: need[n])]
+    free -= sum(pad[n] for n in left)
+    for i, n in enumerate(left):
+        w = max(4, min(need[n], free // (len(left) - i)))
+        widths[n] = w
+        free -= w
+    table = Table(title=escape(title), caption="times in ms; tokens: in/cached/out",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for name in names:
+        text = name in texts
+        table.add_column(name, justify="left" if text or name == "time" else "right",
+                         no_wrap=True, overflow="ellipsis" if text else "fold",
+                         width=widths[name])
+    for row in rows:
+        # escape: model names and client ids are user data, not rich markup
+        table.add_row(*[_status(int(c)) if n == "HTTP" else escape(c)
+                        for n, c in zip(names, row, strict=True)])
     console.print(table)
 
 
