@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from golive import extras
 from golive.commands import app
 from golive.commands.common import ENGINE, engine_config, extra_hint, needs_extra
+from golive.commands.eval import grader_modules
 from golive.commands.urls import api_base, error_line, server_base
 from golive.engine.engine import EngineConfig
 
@@ -86,17 +87,22 @@ def test_eval_run_names_the_extra_its_graders_need(tmp_path, monkeypatch):
     import golive.extras as ex
 
     (tmp_path / "d.jsonl").write_text('{"input": "a", "expected": "a"}\n')
-    (tmp_path / "e.yaml").write_text(
-        "name: t\ndataset: {path: d.jsonl}\nprompt: '{{ input }}'\n"
-        "variants: [{name: v, model: m, base_url: 'http://127.0.0.1:9/v1'}]\n"
-        "graders: [{type: rouge}]\n")
+    spec = ("name: t\ndataset: d.jsonl\ndefaults: {model: m, base_url: 'http://127.0.0.1:9/v1'}"
+            "\nvariants: [{name: v}]\ngraders: [{type: %s}]\n")
+    (tmp_path / "rouge.yaml").write_text(spec % "rouge")
+    (tmp_path / "contains.yaml").write_text(spec % "contains")
     real = ex.missing
     monkeypatch.setattr(ex, "missing", lambda *m: [x for x in m if x == "rouge_score"]
                         or real(*m))
-    r = CliRunner().invoke(app, ["eval", "run", str(tmp_path / "e.yaml"), "--db",
+    assert grader_modules(tmp_path / "rouge.yaml") == ("rouge_score", "nltk")
+    assert grader_modules(tmp_path / "contains.yaml") == ()
+    r = CliRunner().invoke(app, ["eval", "run", str(tmp_path / "rouge.yaml"), "--db",
                                  str(tmp_path / "e.db")])
     assert r.exit_code == 2, r.output
     assert r.output == "golive eval needs the evals extra: pip install 'golive[evals]'\n"
+    # an eval whose graders need no extra goes on
+    r = CliRunner().invoke(app, ["eval", "validate", str(tmp_path / "contains.yaml")])
+    assert r.exit_code == 0 and "ok: t" in r.output, r.output
 
 
 def test_engine_options_are_engine_config_defaults():

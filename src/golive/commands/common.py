@@ -76,6 +76,7 @@ def extra_hint(what: str) -> Iterator[None]:
 
 
 def needs_extra(extra: str, *modules: str, what: str) -> None:
-    """Exit with the one-line hint unless `modules` (default: all of `extra`'s) are installed."""
+    """Exit with the one-line hint unless `modules` (none given: all of `extra`'s) are
+    installed."""
     with extra_hint(what):
         extras.require(extra, *modules, what=what)

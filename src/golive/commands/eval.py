@@ -109,7 +109,8 @@ def run(
     db: DbOpt = None,
 ) -> None:
     """Run an eval file: every variant on every case, graded; exit 1 if the gate fails."""
-    needs_extra("evals", *grader_modules(file), what="golive eval")
+    if modules := grader_modules(file):
+        needs_extra("evals", *modules, what="golive eval")
     from golive.evals.report import terminal_table, write_html, write_json
     from golive.evals.runner import RunOptions, run_eval
 
@@ -144,7 +145,8 @@ def validate(file: Annotated[Path, typer.Argument(help="Eval file (YAML)")]) -> 
     """Check an eval file and its dataset without calling any model."""
     from golive.evals.runner import Evaluation, RunOptions
 
-    needs_extra("evals", *grader_modules(file), what="golive eval")
+    if modules := grader_modules(file):
+        needs_extra("evals", *modules, what="golive eval")
     try:
         with extra_hint("golive eval"):
             ev = Evaluation(file, RunOptions())
