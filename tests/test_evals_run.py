@@ -174,7 +174,7 @@ def test_backend_errors_are_reported_not_cached(server, store, tmp_path):
     for v in res.summary["variants"]:
         assert v["errors"] == 1 and v["score"]["mean"] == 0.0 and v["pass_rate"]["mean"] == 0
     r = res.results[0]
-    assert r["error"].startswith("HTTP 400") and "no-such-model" in r["error"]
+    assert r["error"].startswith("HTTP 404") and "no-such-model" in r["error"]
     assert "(param: model)" in r["error"]
     again = run(path, server, store, model="no-such-model", limit=1)
     assert again.summary["calls"]["model_calls"] == 2  # errors are retried, never cached
