@@ -34,7 +34,7 @@ class Server:
         env = dict(os.environ, GOLIVE_DATA_DIR=str(data_dir))
         self.log = open(data_dir / "server.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "golive.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "golive.commands", "serve", "--port", str(self.port), *args],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -386,7 +386,7 @@ class LocalServer:
         env = dict(os.environ, GOLIVE_DATA_DIR=self._tmp.name)
         self._log = open(Path(self._tmp.name) / "server.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "golive.cli", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "golive.commands", "serve", "--port", str(self.port), *args],
             env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180) -> None:
