@@ -7,10 +7,11 @@ own engine, context and llama.cpp thread pool). A is measured (single-stream
 decode tok/s, 8-stream aggregate tok/s) on:
 
 - alone: a server with A only (all cores);
-- split, B idle / B busy: A and B, one thread each (the registry's default
-  on two cores: `registry.split_threads`);
-- shared, B idle / B busy: A and B with all cores each (`threads` set in the
-  config), so the two thread pools overlap.
+- default, B idle / B busy: A and B with `threads` unset, so the engines share
+  the cores step by step (engine/cores.py: all of them to whoever alone has
+  work, an even share while both have);
+- split, B idle / B busy: one fixed half of the cores each (`threads` set);
+- overlap, B idle / B busy: all cores each, fixed, so the pools overlap.
 
 "B busy" runs 4 streams on B for the whole measurement of A. The peer of each
 row is A alone in the same round; rounds alternate the configurations and
@@ -58,10 +59,12 @@ def config(two: bool, threads: int | None) -> str:
 
 SCENARIOS = {
     "alone": (False, None, False),
-    "split, B idle": (True, None, False),
-    "split, B busy": (True, None, True),
-    "shared, B idle": (True, CORES, False),
-    "shared, B busy": (True, CORES, True),
+    "default, B idle": (True, None, False),
+    "default, B busy": (True, None, True),
+    "split, B idle": (True, max(1, CORES // 2), False),
+    "split, B busy": (True, max(1, CORES // 2), True),
+    "overlap, B idle": (True, CORES, False),
+    "overlap, B busy": (True, CORES, True),
 }
 
 
@@ -91,7 +94,8 @@ async def measure(server, busy: bool, singles: int, max_tokens: int) -> dict[str
     msgs = [{"role": "user", "content": PROMPT}]
     await stream_chat(client, A, msgs, 8)  # warm-up: grammar-free, prefix cached
     stop = asyncio.Event()
-    loader = asyncio.ensure_future(load_b(make_client(server), stop)) if busy else None
+    b_client = make_client(server)
+    loader = asyncio.ensure_future(load_b(b_client, stop)) if busy else None
     if busy:
         await asyncio.sleep(1.0)  # B's streams are decoding before A is timed
     try:
@@ -102,6 +106,8 @@ async def measure(server, busy: bool, singles: int, max_tokens: int) -> dict[str
         stop.set()
         if loader is not None:
             await loader
+        await b_client.close()
+        await client.close()  # before asyncio.run closes the loop under them
     return {"single_tps": median([s.decode_tps for s in single]), "agg8_tps": agg}
 
 
@@ -146,9 +152,10 @@ def main() -> None:
 
 `benchmarks/bench_registry.py{' --quick' if args.quick else ''}`: model A (the
 default model) measured alone, and beside a second embedded model B (same GGUF,
-its own engine) that is idle or serving 4 streams. "split" gives each model
-{max(1, CORES // 2)} of the {CORES} cores (the registry's default), "shared"
-gives each all {CORES}. Medians over {rounds} round(s), servers restarted
+its own engine) that is idle or serving 4 streams. "default" leaves `threads`
+unset: the engines share the {CORES} cores step by step (all to whoever alone
+has work, an even share while both have); "split" fixes {max(1, CORES // 2)}
+thread(s) each, "overlap" fixes all {CORES} each. Medians over {rounds} round(s), servers restarted
 each time; ratios against A alone in the same run.
 
 {table}

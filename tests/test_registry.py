@@ -8,8 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import MODEL, Server
-from golive.backends.config import ConfigError, ModelEntry, parse_config
-from golive.backends.registry import split_threads
+from golive.backends.config import ConfigError, parse_config
+from golive.engine.cores import CoreShare
 from golive.engine.engine import EngineConfig
 
 # ---- the config file (pure) ------------------------------------------------------
@@ -51,13 +51,15 @@ def test_bad_config_names_file_and_key(raw, needle):
     assert needle in str(e.value) and str(e.value).startswith("golive.toml")
 
 
-def test_threads_are_split_between_models_without_their_own():
-    entries = [ModelEntry("a"), ModelEntry("b"), ModelEntry("c", engine={"threads": 2})]
-    assert split_threads(entries, EngineConfig(), cores=6) == [2, 2, 2]
-    assert split_threads(entries[:2], EngineConfig(), cores=2) == [1, 1]
-    assert split_threads(entries[:1], EngineConfig(), cores=2) == [2]
-    assert split_threads(entries, EngineConfig(threads=3), cores=2) == [3, 3, 2]
-    assert split_threads(entries, EngineConfig(), cores=2) == [1, 1, 2]  # never below one
+def test_cores_go_to_whoever_has_work():
+    share = CoreShare(cores=2)
+    assert share.threads(1, busy=True) == 2  # alone with work: all cores
+    assert share.threads(2, busy=True) == 1  # both decoding: one each
+    assert share.threads(1, busy=True) == 1
+    assert share.threads(2, busy=False) == 2  # the other went idle
+    assert share.threads(1, busy=True) == 2
+    many = CoreShare(cores=2)
+    assert [many.threads(i, busy=True) for i in range(3)] == [2, 1, 1]  # never below one
 
 
 # ---- a real server with two models from one config ------------------------------------
@@ -139,9 +141,8 @@ def test_models_list_kinds_capabilities_and_health_per_model(two_models):
     per = h["models"]
     assert per[MODEL]["weights"] == "Q4_1 -> Q8_0" and per["smollm2-original"]["weights"] == "original"
     assert per[MODEL]["slots"] == 4 and per["smollm2-original"]["slots"] == 2
-    # two embedded models share the cores: neither gets all of them on a 2-core machine
-    threads = [int(per[m]["threads"]) for m in per]
-    assert sum(threads) <= max(2, len(threads))
+    # two embedded models share the cores step by step (engine/cores.py)
+    assert all(per[m]["threads"].endswith("shared") for m in per)
 
 
 def test_metrics_and_dashboard_per_model(two_models):

@@ -41,7 +41,8 @@ class EmbeddedBackend:
             aliases=frozenset(names - {m.id}), max_context=self._engine.max_context,
             n_vocab=m.n_vocab,
             details={"weights": m.weights, "file": str(m.path),
-                     "threads": str(self._engine.threads)})
+                     "threads": (str(self._engine.threads) if self._engine.cores is None
+                                 else f"{self._engine.threads} shared")})
         self._compiler: GrammarCompiler | None = None
         self._compiler_lock = threading.Lock()
 

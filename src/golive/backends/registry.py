@@ -7,8 +7,6 @@ OpenAI's 404 `model_not_found` naming it.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Iterator
 
 from golive.backends.base import Backend
@@ -61,24 +59,6 @@ class Registry:
             b.close()
 
 
-def split_threads(entries: list[ModelEntry], base: EngineConfig,
-                  cores: int | None = None) -> list[int]:
-    """llama.cpp threads per embedded model.
-
-    Each engine runs its own thread pool; two pools of all cores each on one
-    machine oversubscribe it and both spin-wait against each other. So models
-    without an explicit `threads` share what the explicit ones leave, evenly,
-    at least one each (docs/architecture.md, "Several models").
-    """
-    cores = cores or os.cpu_count() or 1
-    if base.threads:  # `golive serve --threads N`: every model gets N unless it says otherwise
-        return [e.engine.get("threads") or base.threads for e in entries]
-    fixed = sum(e.engine.get("threads") or 0 for e in entries)
-    free = [e for e in entries if not e.engine.get("threads")]
-    share = max(1, (cores - fixed) // len(free)) if free else 0
-    return [e.engine.get("threads") or share for e in entries]
-
-
 def build_registry(entries: list[ModelEntry], base: EngineConfig | None = None) -> Registry:
     """Load every model of a config (embedded GGUFs load here, engines start later)."""
     from golive.backends.embedded import EmbeddedBackend
@@ -86,10 +66,10 @@ def build_registry(entries: list[ModelEntry], base: EngineConfig | None = None) 
     base = base or EngineConfig()
     backends: list[Backend] = []
     try:
-        for entry, threads in zip(entries, split_threads(entries, base)):
-            cfg = dataclasses.replace(entry.engine_config(base), threads=threads)
-            backends.append(EmbeddedBackend(entry.path, cfg, entry.id, entry.weights,
-                                            entry.aliases))
+        # threads left at 0 are shared between the engines step by step (engine/cores.py)
+        for entry in entries:
+            backends.append(EmbeddedBackend(entry.path, entry.engine_config(base), entry.id,
+                                            entry.weights, entry.aliases))
     except BaseException:
         for b in backends:
             b.close()

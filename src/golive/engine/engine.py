@@ -10,7 +10,6 @@ drafts, stream text, finish choices, send events back).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from golive.engine.grammar import apply_mask
+from golive.engine.cores import SHARED, CoreShare
 from golive.engine.counters import Counters
 from golive.engine.kv_pool import KVPool
 from golive.engine.model import Model
@@ -54,7 +54,7 @@ class EngineConfig:
     slots: int = 16  # sequences decoded together
     kv_size: int = 16384  # KV cells shared by running sequences and the prefix cache
     cache_entries: int = 48  # sequence ids kept for finished/preempted KV
-    threads: int = 0  # 0 = all cores
+    threads: int = 0  # 0 = all cores, shared with the other engines of this process (cores.py)
     step_tokens: int = 256  # prefill tokens per step, so long prompts never stall streams
     default_every: int = 4  # under priority load, every Nth admission goes to default
     flex_reserve: int = 0  # slots flex may not take
@@ -89,10 +89,13 @@ class EngineConfig:
 
 
 class Engine:
-    def __init__(self, model: Model, config: EngineConfig | None = None):
+    def __init__(self, model: Model, config: EngineConfig | None = None,
+                 cores: CoreShare = SHARED):
         self.model = model
         self.config = cfg = config or EngineConfig()
-        self.threads = threads = cfg.threads or os.cpu_count() or 1
+        # threads=0: as many as the machine's share for this engine allows, step by step
+        self.cores = None if cfg.threads else cores
+        self.threads = threads = cfg.threads or cores.cores
         self.n_ids = cfg.slots + max(cfg.cache_entries, 1)
         self.max_batch = cfg.step_tokens + cfg.slots + cfg.draft_budget
         self.runner = Runner(model, cfg.kv_size, self.n_ids, self.max_batch, threads)
@@ -122,6 +125,8 @@ class Engine:
         self._thread.start()
 
     def stop(self) -> None:
+        if self.cores is not None:
+            self.cores.threads(id(self), busy=False)
         self._stopping = True
         self._commands.put(("stop", None))
         if self._thread:
@@ -180,6 +185,8 @@ class Engine:
     def _loop(self) -> None:
         while not self._stopping:
             block = not self.scheduler.has_work()
+            if block and self.cores is not None:
+                self.cores.threads(id(self), busy=False)  # idle: others may take the cores
             if not self._drain(block):
                 break
             try:
@@ -324,6 +331,8 @@ class Engine:
             want.extend([False] * (it.n - 1) + [it.samples] + [True] * len(it.draft))
         self.kv.make_room(len(toks), sum(max(0, s.n_computed - s.n_prompt)
                                          for s in self.scheduler.running))
+        if self.cores is not None:
+            self.runner.set_threads(self.cores.threads(id(self), busy=True))
         self.runner.clear_abort()
         self._abortable = (self.config.priority_abort and not self._aborted_last
                            and all(running[it.key].tier is not Tier.PRIORITY

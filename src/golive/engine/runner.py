@@ -43,6 +43,7 @@ class Runner:
         cp.n_ubatch = min(max_batch, 512)
         cp.n_seq_max = n_seq
         cp.n_threads = cp.n_threads_batch = threads
+        self.threads = threads
         # One KV pool for all sequences, so seq_cp shares cells instead of copying them.
         cp.kv_unified = True
         cp.no_perf = True
@@ -65,6 +66,11 @@ class Runner:
             self._abort_cb = L.ggml_abort_callback(_strlen)  # kept alive with the context
             L.llama_set_abort_callback(self.ctx, self._abort_cb,
                                        ctypes.cast(self._abort_flag, ctypes.c_void_p))
+
+    def set_threads(self, n: int) -> None:
+        if n != self.threads:
+            L.llama_set_n_threads(self.ctx, n, n)
+            self.threads = n
 
     def decode(self, tokens: list[int], positions: list[int], seqs: list[int],
                want: list[bool]) -> None:
