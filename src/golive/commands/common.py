@@ -34,6 +34,10 @@ Deterministic = Annotated[bool, typer.Option(
     "--deterministic", help="Batch-invariant prompts: with --threads 1 the output does not "
                             "depend on what the prefix cache holds (costs up to 64 recomputed "
                             "tokens per cached request)")]
+DraftTolerance = Annotated[float, typer.Option(
+    min=0, help="At temperature 0, accept a draft (prediction, prompt lookup) token whose logit is "
+                "within this much of the best: the batch-shape noise of llama.cpp's CPU kernels "
+                "(0 = exact argmax; --deterministic is always exact)")]
 
 
 def engine_config(*, slots: int = ENGINE.slots, ctx: int = ENGINE.kv_size,
@@ -42,13 +46,14 @@ def engine_config(*, slots: int = ENGINE.slots, ctx: int = ENGINE.kv_size,
                   no_prompt_lookup: bool = not ENGINE.prompt_lookup,
                   priority_solo_steps: int = ENGINE.priority_solo_steps,
                   priority_guard: float = ENGINE.priority_guard_s,
-                  deterministic: bool = ENGINE.deterministic) -> EngineConfig:
+                  deterministic: bool = ENGINE.deterministic,
+                  draft_tolerance: float = ENGINE.draft_tolerance) -> EngineConfig:
     """The EngineConfig the engine options ask for; every other field keeps its default."""
     return dataclasses.replace(
         ENGINE, slots=slots, kv_size=ctx, threads=threads, step_tokens=step_tokens,
         prefix_cache=not no_prefix_cache, prompt_lookup=not no_prompt_lookup,
         priority_solo_steps=priority_solo_steps, priority_guard_s=priority_guard,
-        deterministic=deterministic)
+        deterministic=deterministic, draft_tolerance=draft_tolerance)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

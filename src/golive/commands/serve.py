@@ -11,6 +11,7 @@ from golive.commands.common import (
     ENGINE,
     Ctx,
     Deterministic,
+    DraftTolerance,
     NoPrefixCache,
     NoPromptLookup,
     PriorityGuard,
@@ -102,6 +103,7 @@ def serve(
     batch_window: Annotated[float, typer.Option(help="Seconds the '24h' completion window lasts (for tests)", hidden=True)] = 86400.0,
     priority_guard: PriorityGuard = ENGINE.priority_guard_s,
     deterministic: Deterministic = ENGINE.deterministic,
+    draft_tolerance: DraftTolerance = ENGINE.draft_tolerance,
     weights: Annotated[str, typer.Option(help="auto: load a cached Q8_0 copy of Q4_1/Q5_x weights, which batch several times faster on CPU (docs/architecture.md); original: the file as given; q8_0: always convert")] = "auto",
 ) -> None:
     """Start the OpenAI-compatible server on the embedded engine."""
@@ -119,7 +121,8 @@ def serve(
     engine = engine_config(slots=slots, ctx=ctx, threads=threads, step_tokens=step_tokens,
                            no_prefix_cache=no_prefix_cache, no_prompt_lookup=no_prompt_lookup,
                            priority_solo_steps=priority_solo_steps,
-                           priority_guard=priority_guard, deterministic=deterministic)
+                           priority_guard=priority_guard, deterministic=deterministic,
+                           draft_tolerance=draft_tolerance)
     models, app = build_app(model, config, engine, weights, settings)
     typer.echo("\n".join(startup_lines(models, host, port)), err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
