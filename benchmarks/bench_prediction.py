@@ -336,6 +336,10 @@ def main() -> None:
     with running_server("golive", golive(), env) as s:
         g = asyncio.run(run_docs(s, docs, max_tokens, predictions))
         chat_on = asyncio.run(run_chat(s, chat_reps))
+    # the exact rule (a draft token only if it is the argmax), for the tolerance's effect
+    busy["golive-exact"] = cpu_busy()
+    with running_server("golive-exact", golive("--draft-tolerance", "0"), env) as s:
+        ge = asyncio.run(run_docs(s, docs, max_tokens, predictions))
     busy["golive-no-lookup"] = cpu_busy()
     with running_server("golive-no-lookup", golive("--no-prompt-lookup"), env) as s:
         g0 = asyncio.run(run_docs(s, docs, max_tokens, None))
@@ -348,6 +352,7 @@ def main() -> None:
     pred = g["predicted"]
     share = [_share(x) for x in pred]
     same = sum(a["text"] == b["text"] for a, b in zip(g["plain"], pred))
+    same_exact = sum(a["text"] == b["text"] for a, b in zip(ge["plain"], ge["predicted"]))
     answered = [i for i, x in enumerate(p["plain"]) if x is not None]
     per_doc = {
         "vs_no_drafts": [g0["plain"][i]["e2e_s"] / pred[i]["e2e_s"] for i in range(len(docs))],
@@ -357,6 +362,7 @@ def main() -> None:
     t = {
         "golive_prediction": median([x["e2e_s"] for x in pred]),
         "golive_default": median([x["e2e_s"] for x in g["plain"]]),
+        "golive_prediction_exact": median([x["e2e_s"] for x in ge["predicted"]]),
         "golive_no_drafts": median([x["e2e_s"] for x in g0["plain"]]),
         "peer_prompt_lookup": median([p["plain"][i]["e2e_s"] for i in answered]),
         "chat_lookup_on": median(chat_on),
@@ -365,6 +371,8 @@ def main() -> None:
     ratios = {
         "speedup_vs_golive_no_drafts": ratio(t["golive_no_drafts"], t["golive_prediction"]),
         "speedup_vs_golive_default": ratio(t["golive_default"], t["golive_prediction"]),
+        "exact_speedup_vs_golive_no_drafts": ratio(t["golive_no_drafts"],
+                                                   t["golive_prediction_exact"]),
         "speedup_vs_peer": ratio(t["peer_prompt_lookup"], t["golive_prediction"]),
         "per_doc_speedup_vs_no_drafts_median": statistics.median(per_doc["vs_no_drafts"]),
         "per_doc_speedup_vs_peer_median": (statistics.median(per_doc["vs_peer"])
@@ -386,11 +394,13 @@ def main() -> None:
         medians={"seconds": t, "verify_ceiling": ceiling},
         ratios=ratios,
         samples={"golive_predicted": strip(pred), "golive_default": strip(g["plain"]),
+                 "golive_exact_predicted": strip(ge["predicted"]),
                  "golive_no_drafts": strip(g0["plain"]), "peer": strip(p["plain"]),
                  "per_doc": per_doc, "chat_on": chat_on, "chat_off": chat_off,
                  "share": share},
         notes=[f"{same} of {len(docs)} answers were identical with and without the prediction "
-               "(the rest part at numerical near-ties; see docs/architecture.md).",
+               f"({same_exact} with --draft-tolerance 0; the rest part at numerical near-ties; "
+               "see docs/architecture.md).",
                f"llama_cpp.server failed {len(p['errors'])} of {len(docs)} documents."]
         + p["errors"],
     )
@@ -412,6 +422,9 @@ def main() -> None:
          "target", "met"],
         [
             row("golive, with prediction", t["golive_prediction"], "—"),
+            row("golive, with prediction, exact rule (`--draft-tolerance 0`)",
+                t["golive_prediction_exact"],
+                f"{fmt(ratio(t['golive_prediction_exact'], t['golive_prediction']), 2)}x faster"),
             row("golive, no prediction (prompt lookup on, the default)", t["golive_default"],
                 f"{fmt(ratios['speedup_vs_golive_default'], 2)}x faster"),
             row("golive, no prediction, no prompt lookup", t["golive_no_drafts"],
@@ -435,7 +448,8 @@ def main() -> None:
            f"Per document, the median speedup over no drafts is "
            f"{fmt(ratios['per_doc_speedup_vs_no_drafts_median'], 2)}x and over the peer "
            f"{fmt(ratios['per_doc_speedup_vs_peer_median'], 2)}x. {same} of {len(docs)} answers "
-           f"identical with and without the prediction. llama_cpp.server answered "
+           f"identical with and without the prediction ({same_exact} with the exact rule, which "
+           f"is {fmt(ratios['exact_speedup_vs_golive_no_drafts'], 2)}x over no drafts). llama_cpp.server answered "
            f"{len(answered)} of {len(docs)} documents.\n\n"
            f"**The ceiling.** On these weights and {args.threads} threads a 1-token decode takes "
            f"{ceiling['decode_1_s'] * 1000:.1f} ms, verifying 16 draft tokens (a 17-token decode "
