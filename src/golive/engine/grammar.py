@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 import threading
 import warnings
@@ -30,9 +29,9 @@ import numpy as np
 from llguidance import LLMatcher, LLTokenizer
 from llguidance.llamacpp import lltokenizer_from_vocab
 
-from golive.engine.types import JSON_GRAMMAR_OPTIONS, InvalidRequest, canonical_json, lark_json
+from golive.engine.types import JSON_GRAMMAR_OPTIONS, InvalidRequest, canonical_json
 
-__all__ = ["Grammar", "GrammarCompiler", "Matcher", "apply_mask", "lark_json", "mask_allows"]
+__all__ = ["Grammar", "GrammarCompiler", "Matcher", "apply_mask", "mask_allows"]
 
 _COMPACT = JSON_GRAMMAR_OPTIONS
 
