@@ -138,8 +138,9 @@ def test_data_agrees_with_metrics(server, traffic):
     assert tiers["batch"]["total"]["requests"] >= 2
 
     e = d["engine"]
-    assert e["draft_proposed"] == m["golive_draft_tokens_proposed_total"][()]
-    assert e["draft_accepted"] == m["golive_draft_tokens_accepted_total"][()]
+    one_model = (("model", MODEL),)  # engine series are per model
+    assert e["draft_proposed"] == m["golive_draft_tokens_proposed_total"][one_model]
+    assert e["draft_accepted"] == m["golive_draft_tokens_accepted_total"][one_model]
     assert e["draft_proposed"] > 0  # the predicted output was verified as drafts
     assert e["draft_acceptance"] == pytest.approx(e["draft_accepted"] / e["draft_proposed"])
     assert e["cached_tokens"] > 0 and e["cache_hit_rate"] == pytest.approx(
