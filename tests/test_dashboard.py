@@ -36,14 +36,17 @@ def traffic(server):
     and a finished two-line batch."""
     client = server.client()
     sent = dict.fromkeys(TIERS, 0)
+    # First: for a while after a priority request lower tiers draft nothing (the guard)
+    # (the prediction is the model's own answer, so its drafts are proposed and verified)
+    ask = "When do you open on Saturday? Answer in one sentence."
+    answer = chat(client, "default", ask, max_tokens=12).choices[0].message.content
+    r = chat(client, "default", ask, prediction={"type": "content", "content": answer},
+             max_tokens=12)
+    sent["default"] += 2
+    assert r.usage.completion_tokens > 0
     for tier in TIERS:  # the same system prompt: the second and third hit the cache
         assert chat(client, tier, "When do you open on Saturday?").service_tier == tier
         sent[tier] += 1
-    answer = "We open at 8 on Saturdays."
-    r = chat(client, "default", "When do you open on Saturday? Answer in one sentence.",
-             prediction={"type": "content", "content": answer}, max_tokens=12)
-    sent["default"] += 1
-    assert r.usage.completion_tokens > 0
     stream = chat(client, "priority", "Say hello.", stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) != ""
     sent["priority"] += 1
