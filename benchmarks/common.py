@@ -16,8 +16,6 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,8 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
+
+from golive.localserver import LocalServer, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -72,12 +72,6 @@ def served_weights(model: Path) -> Path:
 # --- servers ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     name: str
@@ -85,25 +79,6 @@ class Server:
     model_id: str  # the first id from GET /v1/models
     process: subprocess.Popen[bytes]
     log_path: Path
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """SIGTERM first so the server shuts down cleanly; SIGKILL if it does not."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=grace_s)
 
 
 @contextlib.contextmanager
@@ -115,52 +90,24 @@ def running_server(
 ) -> Iterator[Server]:
     """Start `argv(port)` on a free port, wait until GET /v1/models answers, stop it after.
 
-    `env` adds to (not replaces) this process's environment."""
+    golive.localserver does the starting and stopping (its own process group,
+    SIGTERM then SIGKILL); /v1/models rather than /health because every peer
+    has it. `env` adds to (not replaces) this process's environment."""
     port = free_port()
     log_path = Path(tempfile.gettempdir()) / f"golive-bench-{name}-{port}.log"
-    log = log_path.open("wb")
-    cmd = list(argv(port))
-    process = subprocess.Popen(
-        cmd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
+    local = LocalServer(port=port, env=env, log_path=log_path, command=argv,
+                        ready_path="/v1/models", ready_timeout=ready_timeout_s)
     try:
-        model_id = _wait_ready(process, base_url, log_path, ready_timeout_s)
-        yield Server(name, base_url, model_id, process, log_path)
+        with local:
+            assert local.proc is not None
+            model_id = str(httpx.get(local.base_url + "/models", timeout=10.0)
+                           .json()["data"][0]["id"])
+            yield Server(name, local.base_url, model_id, local.proc, log_path)
     except BaseException:
         print(f"{name} server log kept at {log_path}", file=sys.stderr)
         raise
     else:
         log_path.unlink(missing_ok=True)  # only a failed run's log is worth keeping
-    finally:
-        _stop(process)
-        log.close()
-
-
-def _wait_ready(
-    process: subprocess.Popen[bytes], base_url: str, log_path: Path, timeout_s: float
-) -> str:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {process.returncode} before it was ready; "
-                f"log {log_path}:\n{_log_tail(log_path)}"
-            )
-        try:
-            resp = httpx.get(f"{base_url}/models", timeout=2.0)
-            if resp.status_code == 200:
-                return str(resp.json()["data"][0]["id"])
-        except (httpx.HTTPError, KeyError, IndexError, ValueError):
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(
-        f"server not ready after {timeout_s:.0f}s; log {log_path}:\n{_log_tail(log_path)}"
-    )
 
 
 # --- measurements ----------------------------------------------------------

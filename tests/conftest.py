@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,49 +11,35 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
+from golive.localserver import LocalServer, free_port
+
+__all__ = ["free_port"]  # tests import it from here
+
 MODEL = "smollm2-135m-instruct"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `golive serve` subprocess on 127.0.0.1, stopped by the test session."""
+class Server(LocalServer):
+    """A `golive serve` subprocess on 127.0.0.1 with its own data dir, started at once."""
 
     def __init__(self, data_dir: Path, *args: str):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, GOLIVE_DATA_DIR=str(data_dir))
-        self.log = open(data_dir / "server.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "golive.commands", "serve", "--port", str(self.port), *args],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {(data_dir / 'server.log').read_text()}")
-            try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become ready")
+        super().__init__(args, env={"GOLIVE_DATA_DIR": str(data_dir)},
+                         log_path=data_dir / "server.log", ready_timeout=120, grace=20)
+        self.start()
+
+    @property
+    def base(self) -> str:
+        return self.url
 
     def client(self, **kw) -> OpenAI:
-        return OpenAI(base_url=self.base + "/v1", api_key="test-key", max_retries=0, **kw)
+        return OpenAI(base_url=self.base_url, api_key="test-key", max_retries=0, **kw)
 
     def aclient(self, **kw) -> AsyncOpenAI:
-        return AsyncOpenAI(base_url=self.base + "/v1", api_key="test-key", max_retries=0, **kw)
+        return AsyncOpenAI(base_url=self.base_url, api_key="test-key", max_retries=0, **kw)
 
     def health(self) -> dict:
-        return httpx.get(self.base + "/health", timeout=5).json()
+        return httpx.get(self.url + "/health", timeout=5).json()
 
     def wait_idle(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -66,16 +49,6 @@ class Server:
                 return
             time.sleep(0.05)
         raise AssertionError(f"server still busy: {self.health()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="session")
