@@ -12,10 +12,7 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from golive.localserver import LocalServer
 
 DOC_MARKER = "levers:demo"
 
@@ -374,58 +373,17 @@ async def run_demo(base_url: str, config: DemoConfig | None = None,
     return out
 
 
-class LocalServer:
-    """`golive serve` as a subprocess on a free 127.0.0.1 port, with its own data dir."""
+class DemoServer(LocalServer):
+    """`golive serve` on a free 127.0.0.1 port (golive.localserver), with its own data dir."""
 
     def __init__(self, *args: str):
         self._tmp = tempfile.TemporaryDirectory(prefix="golive-levers-")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, GOLIVE_DATA_DIR=self._tmp.name)
-        self._log = open(Path(self._tmp.name) / "server.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "golive.commands", "serve", "--port", str(self.port), *args],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("golive server exited: " +
-                                   (Path(self._tmp.name) / "server.log").read_text()[-2000:])
-            try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("golive server did not become ready")
+        super().__init__(args, env={"GOLIVE_DATA_DIR": self._tmp.name},
+                         log_path=Path(self._tmp.name) / "server.log")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().stop()
         self._tmp.cleanup()
-
-    def __enter__(self) -> LocalServer:
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # ---- output ----------------------------------------------------------------------------
@@ -487,9 +445,8 @@ def demo(url: str | None = None, json_out: Path | None = None, doc: Path | None 
     try:
         if url is None:
             with console.status("starting a golive server on the embedded model…"):
-                server = LocalServer("--threads", str(threads))
-                server.__enter__()
-            url = server.base
+                server = DemoServer("--threads", str(threads)).start()
+            url = server.url
         with console.status("running the levers…") as status:
             def done(r: LeverResult) -> None:
                 console.print(f"[green]✓[/green] {r.lever}")
