@@ -17,10 +17,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from golive.evals.errors import EvalError
-from golive.evals.spec import Example
 
 _RESERVED = {"id", "input", "inputs", "expected", "metadata"}
+
+
+class Example(BaseModel):
+    """A dataset row: template variables, the expected answer, free metadata.
+
+    Also what an eval file's `few_shot.examples` holds (golive.evals.spec imports it
+    from here, so the dependency goes one way: spec -> dataset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    expected: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:

@@ -26,6 +26,9 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# A dataset row (Example) and how rows are read live in dataset.py; the spec uses
+# them one way (dataset.py imports nothing from here).
+from golive.evals.dataset import Example, load_examples
 from golive.evals.errors import EvalError, EvalFileErrors
 
 _JINJA = ImmutableSandboxedEnvironment()
@@ -61,15 +64,6 @@ class Parameters(_Strict):
 
     def request_kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
-
-
-class Example(_Strict):
-    """A dataset row: template variables, the expected answer, free metadata."""
-
-    id: str | None = None
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    expected: Any = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class FewShot(_Strict):
@@ -466,8 +460,6 @@ def default_base_url() -> str:
 def resolve_variants(spec: EvalSpec, base_dir: Path, base_url: str | None = None,
                      model: str | None = None) -> list[ResolvedVariant]:
     """Apply `defaults` to each variant; `base_url`/`model` override both (CLI flags)."""
-    from golive.evals.dataset import load_examples
-
     d = spec.defaults
     out = []
     for i, v in enumerate(spec.variants):
