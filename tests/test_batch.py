@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -355,11 +356,19 @@ def test_offline_batch_run_and_resume(tmp_path):
     assert set(ok) == {"o0", "o1", "o2"} and set(err) == {"bad"}
     assert {o["response"]["body"]["service_tier"] for o in ok.values()} == {"batch"}
     assert err["bad"]["response"]["status_code"] == 400
+    # The progress bar (rich, on stderr; not a terminal here, so drawn once at the end)
+    # counts every line done of all, with a measured speed; then the summary line.
+    said = " ".join(r.stderr.split())
+    assert re.search(r"\bbatch\b.* 4/4 \d+ tok/s ", said), r.stderr
+    tokens = sum(o["response"]["body"]["usage"]["completion_tokens"] for o in ok.values())
+    assert f"3 completed, 1 failed, {tokens} completion tokens" in said, r.stderr
 
     # Run again: everything is already there, nothing runs twice.
     before = out.read_bytes()
     r = golive("batch", "run", str(src), "-o", str(out), "--slots", "4", data_dir=tmp_path)
     assert r.returncode == 0 and "4 lines already in" in r.stderr, r.stderr
+    said = " ".join(r.stderr.split())
+    assert " 0/0 " in said and "0 completed, 0 failed, 0 completion tokens" in said, r.stderr
     assert out.read_bytes() == before
 
     # A bad file is refused with OpenAI's error entries, and nothing is written.

@@ -180,14 +180,29 @@ def test_backend_errors_are_reported_not_cached(server, store, tmp_path):
     assert again.summary["calls"]["model_calls"] == 2  # errors are retried, never cached
 
 
-JUDGE_GRADERS = """\
+# The 135M default model is no judge: left free it replies in any shape, and
+# parse_score finds no score as often as not. Here each judge's reply is
+# constrained (response_format through the parameters' extra_body) to the shape
+# the parsers read, so every call must yield a score or a verdict: what this
+# test checks is the judges' plumbing (prompts, calls, parsing, both orders,
+# costs, the cache), not the 135M model's taste.
+SCORE_FORMAT = {"type": "json_schema", "json_schema": {"name": "grade", "strict": True, "schema": {
+    "type": "object", "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}},
+    "required": ["score"], "additionalProperties": False}}}
+VERDICT_FORMAT = {"type": "json_schema", "json_schema": {"name": "verdict", "strict": True,
+    "schema": {"type": "object",
+               "properties": {"verdict": {"type": "string", "enum": ["[[A]]", "[[B]]", "[[C]]"]}},
+               "required": ["verdict"], "additionalProperties": False}}}
+JUDGE_GRADERS = f"""\
 graders:
   - type: judge
     criteria: The answer names the correct city.
-    judge: {parameters: {temperature: 0, max_tokens: 16}}
+    judge: {{parameters: {{temperature: 0, max_tokens: 16,
+                         extra_body: {{response_format: {json.dumps(SCORE_FORMAT)}}}}}}}
   - type: pairwise
     against: plain
-    judge: {parameters: {temperature: 0, max_tokens: 8}}
+    judge: {{parameters: {{temperature: 0, max_tokens: 16,
+                         extra_body: {{response_format: {json.dumps(VERDICT_FORMAT)}}}}}}}
 """
 
 
@@ -201,15 +216,22 @@ def test_llm_judges_against_the_real_server(server, store, tmp_path):
     assert res.summary["calls"]["judge_cost_usd"] > 0
     for r in res.results:
         j = r["grades"]["judge"]
-        assert j["detail"]["judge_reply"]  # the raw reply is kept either way
-        assert j["score"] is None or 0 <= j["score"] <= 1
+        reply = json.loads(j["detail"]["judge_reply"])  # the raw reply is kept
+        assert j["detail"]["judge_score"] == reply["score"] in (1, 2, 3, 4, 5), j
+        assert j["score"] == (reply["score"] - 1) / 4
+        assert j["reason"].startswith(f"{reply['score']}/5")
         pw = r["grades"]["pairwise"]
         if r["variant"] == "plain":
             assert pw["score"] is None and "baseline" in pw["reason"]
-        else:
-            assert len(pw["detail"]["judge_replies"]) == pairwise_calls
-            if pw["score"] is not None:
-                assert pw["detail"]["outcome"] in ("win", "tie", "loss")
+            continue
+        assert len(pw["detail"]["judge_replies"]) == pairwise_calls
+        assert pw["detail"]["outcome"] in ("win", "tie", "loss"), pw
+        assert pw["score"] == {"win": 1.0, "tie": 0.5, "loss": 0.0}[pw["detail"]["outcome"]]
+        if pairwise_calls:
+            verdicts = [json.loads(x)["verdict"][2] for x in pw["detail"]["judge_replies"]]
+            first, second = (pw["detail"]["verdict_candidate_first"],
+                             pw["detail"]["verdict_candidate_second"])
+            assert [first, second] == [{"C": "tie"}.get(v, v) for v in verdicts]
     again = run(path, server, store, limit=1)
     assert again.summary["calls"] == {"model_calls": 0, "cache_hits": 2, "judge_calls": 0,
                                       "judge_cost_usd": 0.0}

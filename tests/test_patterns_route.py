@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -127,17 +128,67 @@ def stages(client) -> list[ModelCall]:
 ASK = "Name three fruits."
 
 
-def test_cascade_accepts_by_the_logprob_rule(server):
-    casc = Cascade(stages(server.client()), threshold=-1.5)
-    r = casc.run(ASK)
-    first = r.attempts[0]
-    conf = mean_logprob(first.completion)
-    # the rule is applied to the response's own logprobs
-    assert first.confidence == conf is not None and conf <= 0
-    assert first.accepted == (conf >= -1.5)
-    assert r.escalated == (not first.accepted)
-    assert r.stage == ("small" if first.accepted else "large")
-    assert min_logprob(first.completion) <= conf
+class _KnownLogprobs:
+    """A chat client whose every stage answers with the token logprobs given per query."""
+
+    def __init__(self, logprobs: dict[str, list[float]]):
+        self.logprobs = logprobs
+        self.asked: list[tuple[str, bool]] = []  # (query, logprobs asked for)
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    def create(self, *, model: str, messages: list[dict], logprobs: bool = False, **kw):
+        query = messages[-1]["content"]
+        self.asked.append((query, logprobs))
+        content = [SimpleNamespace(token="t", logprob=x) for x in self.logprobs[query]]
+        return SimpleNamespace(choices=[SimpleNamespace(
+            message=SimpleNamespace(content=f"answer to {query}"),
+            logprobs=SimpleNamespace(content=content) if logprobs else None)])
+
+
+def test_cascade_accepts_by_the_logprob_rule():
+    # mean -0.2 passes -1.0, mean -2.0 does not; [-0.1, -1.9] has mean -1.0 (passes) but
+    # min -1.9 (fails): the confidence function, not the stage order, decides.
+    client = _KnownLogprobs({"sure": [-0.1, -0.3], "unsure": [-1.5, -2.5],
+                             "one slip": [-0.1, -1.9]})
+    casc = Cascade(stages(client), threshold=-1.0)
+    sure = casc.run("sure")
+    assert [(a.stage, a.accepted) for a in sure.attempts] == [("small", True)]
+    assert sure.stage == "small" and not sure.escalated and sure.answer == "answer to sure"
+    assert sure.attempts[0].confidence == pytest.approx(-0.2)
+    unsure = casc.run("unsure")
+    assert [(a.stage, a.accepted) for a in unsure.attempts] == [("small", False),
+                                                                ("large", False)]
+    assert unsure.stage == "large" and unsure.escalated
+    assert unsure.attempts[0].confidence == pytest.approx(-2.0)
+    assert casc.run("one slip").stage == "small"
+    strict = Cascade(stages(client), threshold=-1.0, confidence=min_logprob)
+    slip = strict.run("one slip")
+    assert slip.escalated and slip.attempts[0].confidence == pytest.approx(-1.9)
+    assert casc.stats == {"small": 2, "large": 1}
+    assert all(asked for _, asked in client.asked)  # a threshold asks every stage for logprobs
+
+
+SURE, UNSURE = "Say OK.", "Write a random word."
+
+
+def test_cascade_on_the_server_keeps_the_sure_answer_and_escalates_the_unsure_one(server):
+    client = server.client()
+    small = stages(client)[0]
+    conf = {q: mean_logprob(small.call(q, logprobs=True)) for q in (SURE, UNSURE)}
+    # measured on the default 135M model: about -0.69 and -1.93
+    assert conf[SURE] - conf[UNSURE] > 0.5, conf
+    threshold = (conf[SURE] + conf[UNSURE]) / 2
+    casc = Cascade(stages(client), threshold=threshold)
+    sure, unsure = casc.run(SURE), casc.run(UNSURE)
+    assert [a.stage for a in sure.attempts] == ["small"] and sure.attempts[0].accepted
+    assert sure.attempts[0].confidence == pytest.approx(conf[SURE], abs=0.2)
+    assert [a.stage for a in unsure.attempts] == ["small", "large"]
+    assert not unsure.attempts[0].accepted and unsure.stage == "large"
+    assert unsure.attempts[0].confidence < threshold
+    for r in (sure, unsure):  # the rule is applied to the response's own logprobs
+        first = r.attempts[0]
+        assert first.confidence == mean_logprob(first.completion)
+        assert min_logprob(first.completion) <= first.confidence <= 0
 
 
 def test_cascade_escalates_when_confidence_is_too_low(server):
