@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -9,7 +12,7 @@ from typer.testing import CliRunner
 from golive.commands import app
 from golive.engine.model import Model, default_model_path
 from golive.engine.runner import Runner
-from golive.engine.weights import file_type, resolve
+from golive.engine.weights import cached_path, content_key, file_type, resolve
 
 
 def test_the_default_q4_1_model_is_served_from_a_cached_q8_0_copy(tmp_path, monkeypatch):
@@ -24,6 +27,30 @@ def test_the_default_q4_1_model_is_served_from_a_cached_q8_0_copy(tmp_path, monk
     assert resolve(src, "original") == (src, "original")
     assert resolve(path, "auto") == (path, "original")  # Q8_0 already: nothing to do
     assert not list((tmp_path / "weights").glob("*.tmp"))
+
+
+def test_copies_of_one_gguf_at_different_paths_share_one_cached_conversion(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("GOLIVE_CACHE_DIR", str(tmp_path / "cache"))
+    src = default_model_path()
+    copy = tmp_path / "elsewhere" / "renamed.gguf"  # another clone, venv or name
+    copy.parent.mkdir()
+    shutil.copyfile(src, copy)
+    os.utime(copy, ns=(1_000_000_000, 1_000_000_000))  # and another mtime
+    first, _ = resolve(src, "auto")
+    converted_at = first.stat().st_mtime_ns
+    second, what = resolve(copy, "auto")
+    assert what == "Q4_1 -> Q8_0" and second == first
+    assert second.stat().st_mtime_ns == converted_at  # found, not converted again
+    assert [p.name for p in (tmp_path / "cache" / "weights").iterdir()] == [first.name]
+    # the key is the content: one byte changed is another file
+    with copy.open("r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    assert content_key(copy) != content_key(src)
+    assert cached_path(copy) != first
 
 
 def test_the_copy_predicts_like_the_original():
