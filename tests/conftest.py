@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -120,3 +122,93 @@ def chromium() -> str:
             pytest.fail(why)
         pytest.skip(why)
     return path
+
+
+# ---- markers: logic / model / server, plus browser and slow ----------------------------
+#
+# Every test gets exactly one of
+#   logic   pure logic: no server, no model file loaded (`pytest -m logic`: seconds);
+#   model   loads a model in-process (the GGUF: tokenizer, grammar compiler, runner; or the
+#           semantic graders' MiniLM), no server;
+#   server  drives a real golive server or the engine on the real model;
+# and `browser` when it drives headless Chromium, `slow` when marked so by hand.
+# A test or module may carry its kind explicitly (`pytestmark = pytest.mark.server`);
+# otherwise it is inferred here from what the test and its fixtures do: the
+# conftest server fixtures or `Server(` make it `server`, loading the model makes
+# it `model`. The inference is checked as the test runs: a `logic` test that
+# loads a GGUF or starts a server, or a `model` test that starts a server,
+# fails and says which mark it needs.
+
+KINDS = ("logic", "model", "server")
+SERVER_FIXTURES = {"server", "client", "exact"}
+_STARTS_SERVER = re.compile(r"\bServer\(|\brunning_server\(")
+_LOADS_MODEL = re.compile(
+    r"\b(?:Model|Engine|EmbeddedBackend|Runner|Decoder|ModelTokenizer)\(|\bmodel_tokenizer\("
+    r"|\b(?:resolve|file_type|resolve_weights)\(")
+_BUILTIN_FIXTURES = {"request", "tmp_path", "tmp_path_factory", "monkeypatch", "capsys",
+                     "capfd", "caplog", "tmpdir", "recwarn"}
+
+
+def _source(func) -> str:
+    try:
+        return inspect.getsource(func)
+    except (OSError, TypeError):
+        return ""
+
+
+def _inferred_kind(item: pytest.Item) -> str:
+    sources = [_source(getattr(item, "function", None))]
+    infos = getattr(item, "_fixtureinfo", None)
+    kinds = set()
+    for name in item.fixturenames:
+        if name in SERVER_FIXTURES:
+            kinds.add("server")
+        if name in _BUILTIN_FIXTURES or infos is None:
+            continue
+        sources += [_source(d.func) for d in infos.name2fixturedefs.get(name, ())]
+    for src in sources:
+        if _STARTS_SERVER.search(src):
+            kinds.add("server")
+        elif _LOADS_MODEL.search(src):
+            kinds.add("model")
+    return "server" if "server" in kinds else "model" if "model" in kinds else "logic"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        explicit = {m.name for m in item.iter_markers() if m.name in KINDS}
+        if len(explicit) > 1:
+            raise pytest.UsageError(f"{item.nodeid} is marked {sorted(explicit)}: "
+                                    f"give it one of {', '.join(KINDS)}")
+        if not explicit:
+            item.add_marker(_inferred_kind(item))
+        if "chromium()" in _source(getattr(item, "function", None)):
+            item.add_marker("browser")
+
+
+def _kind(item: pytest.Item) -> str:
+    return next(m.name for m in item.iter_markers() if m.name in KINDS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Hold each test to its kind, from its fixtures' setup to their teardown."""
+    kind = _kind(item)
+    patches = pytest.MonkeyPatch()
+    if kind in ("logic", "model"):
+        def no_server(self, *a, **kw):
+            raise RuntimeError(f"{item.nodeid} is marked {kind} but starts a server: "
+                               "mark it server")
+        patches.setattr(LocalServer, "start", no_server)
+    if kind == "logic":
+        import llama_cpp
+
+        def no_model(*a, **kw):
+            raise RuntimeError(f"{item.nodeid} is marked logic but loads a model file: "
+                               "mark it model (or server)")
+        for fn in ("llama_model_load_from_file", "llama_model_quantize"):
+            patches.setattr(llama_cpp, fn, no_model)
+    try:
+        yield
+    finally:
+        patches.undo()

@@ -20,6 +20,10 @@ from conftest import MODEL, Server
 from golive.observe.cost import PriceTable
 from golive.observe.requestlog import RequestLog
 
+# every test here runs the real engine: through the shared server, its own servers, or
+# `golive batch run` in a subprocess (which the marker inference in conftest cannot see)
+pytestmark = pytest.mark.server
+
 CHAT = "/v1/chat/completions"
 FINAL = ("completed", "failed", "expired", "cancelled")
 

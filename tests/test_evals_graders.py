@@ -275,6 +275,7 @@ def test_python_grader_bad_reference():
 # ---- BERTScore and embedding cosine on the bundled MiniLM ----------------------------------
 
 
+@pytest.mark.model  # loads the bundled MiniLM
 def test_bertscore_known_values():
     from golive.evals.graders.semantic import bertscore
 
@@ -294,6 +295,7 @@ def test_bertscore_known_values():
         pytest.approx((raw - 0.2) / 0.8, abs=1e-5)
 
 
+@pytest.mark.model  # loads the bundled MiniLM
 def test_bertscore_baseline_from_unrelated_pairs():
     from golive.evals.graders.semantic import bertscore_baseline
 
@@ -305,6 +307,7 @@ def test_bertscore_baseline_from_unrelated_pairs():
         bertscore_baseline(["same", "same"])
 
 
+@pytest.mark.model  # loads the bundled MiniLM
 def test_bertscore_idf_weights_rare_words():
     from golive.evals import spec as S2
 
@@ -318,6 +321,7 @@ def test_bertscore_idf_weights_rare_words():
     assert g.cache_identity() != plain.cache_identity()
 
 
+@pytest.mark.model  # loads the bundled MiniLM
 def test_embedding_cosine():
     g = grader(type="embedding")
     assert score(g, "How do I reset my password?", "How do I reset my password?") == \

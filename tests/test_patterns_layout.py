@@ -116,6 +116,7 @@ def test_load_requests_accepts_text_json_and_jsonl():
 # ---- the command ------------------------------------------------------------------
 
 
+@pytest.mark.model  # lint-prompt counts tokens with the model's tokenizer
 def test_cli_flags_a_file_and_exits_1(tmp_path):
     r = CliRunner().invoke(app, ["lint-prompt", str(FIX / "dynamic_first_prompt.txt")])
     assert r.exit_code == 1, r.output
@@ -126,6 +127,7 @@ def test_cli_flags_a_file_and_exits_1(tmp_path):
     assert r.exit_code == 0, r.output
 
 
+@pytest.mark.model  # lint-prompt counts tokens with the model's tokenizer
 def test_cli_reads_jsonl_from_stdin_and_prints_json():
     jsonl = "\n".join(json.dumps({"model": MODEL, "messages": dynamic_first(i)})
                       for i in range(3))

@@ -37,6 +37,7 @@ def _long_system() -> dict:
     return {"role": "system", "content": "You follow these rules exactly. " + rules}
 
 
+@pytest.mark.slow  # two extra one-thread servers and long prompts: ~30 s on 2 cores
 def test_cached_prefix_gives_same_output_as_cache_off(fresh_exact, nocache_server):
     client = fresh_exact.client()
     system = _long_system()

@@ -81,6 +81,7 @@ def test_suite_covers_the_keywords() -> None:
     assert sum(is_strict(json.loads(p.read_text())) for p in SCHEMAS) >= 25
 
 
+@pytest.mark.slow  # the suite fixture generates every schema's answer: ~40 s on 2 cores
 @pytest.mark.parametrize("path", SCHEMAS, ids=[p.stem for p in SCHEMAS])
 def test_every_output_parses_and_validates(suite: dict, path: Path) -> None:
     schema = json.loads(path.read_text())
