@@ -282,8 +282,7 @@ def test_sample_from_log_then_label(tmp_path):
 
 
 def test_label_cli(tmp_path):
-    from golive.evals.dataset import write_jsonl
-    from golive.evals.dataset import Example
+    from golive.evals.dataset import Example, write_jsonl
 
     path = tmp_path / "set.jsonl"
     write_jsonl(path, [Example(id=f"x{i}", inputs={"input": f"q{i}"}, expected=f"a{i}",
