@@ -52,13 +52,13 @@ def test_bad_config_names_file_and_key(raw, needle):
 
 
 def test_cores_go_to_whoever_has_work():
-    share = CoreShare(cores=2)
+    share = CoreShare(cores=2, watch_load=False)
     assert share.threads(1, busy=True) == 2  # alone with work: all cores
     assert share.threads(2, busy=True) == 1  # both decoding: one each
     assert share.threads(1, busy=True) == 1
     assert share.threads(2, busy=False) == 2  # the other went idle
     assert share.threads(1, busy=True) == 2
-    many = CoreShare(cores=2)
+    many = CoreShare(cores=2, watch_load=False)
     assert [many.threads(i, busy=True) for i in range(3)] == [2, 1, 1]  # never below one
 
 
@@ -173,3 +173,44 @@ def test_bad_config_fails_serve_with_the_key(tmp_path):
     (tmp_path / "bad.toml").write_text("[models.a]\nweights = 'q2'\n")
     with pytest.raises(RuntimeError, match=r"models\.a\.weights"):
         Server(tmp_path, "--config", str(tmp_path / "bad.toml"))
+
+
+def test_a_busy_co_tenant_core_is_left_to_it():
+    import subprocess
+    import sys
+    import time
+
+    from golive.engine.cores import CoTenants
+
+    watch = CoTenants(cores=2)
+    watch.sample()
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.monotonic() + 5\n"
+                             "while time.monotonic() < end: pass\n"])
+    try:
+        time.sleep(1.5)
+        assert watch.available() == 1  # another process holds a core
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+def test_co_tenant_arithmetic(monkeypatch):
+    from golive.engine import cores
+
+    clock = {"t": 0.0, "own": 0.0, "busy": 0.0, "total": 0.0}
+    monkeypatch.setattr(cores.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(cores.time, "process_time", lambda: clock["own"])
+    monkeypatch.setattr(cores, "_proc_stat", lambda: (clock["busy"], clock["total"]))
+    watch = cores.CoTenants(cores=2)
+    watch.sample()
+
+    def second(machine_cores: float, own_cores: float) -> int:
+        clock["t"] += 1.0
+        clock["own"] += own_cores
+        clock["total"] += 200.0  # 2 cores x 100 jiffies
+        clock["busy"] += machine_cores * 100.0
+        return watch.available()
+
+    assert second(2.0, 2.0) == 2  # all the load is ours
+    assert second(2.0, 1.0) == 1  # another process holds a core
+    assert second(0.3, 0.0) == 2  # a little background noise does not count
