@@ -102,11 +102,20 @@ def within(target: str, package: str) -> bool:
     return target == package or target.startswith(package + ".")
 
 
+# Known debt, named one by one so that anything new still fails: the patterns' default
+# tokenizer (ModelTokenizer) loads the GGUF through the engine's Model for its vocabulary
+# and chat template. To go: a vocabulary-only loader outside the engine, or a tokenizer
+# the caller passes in.
+KNOWN_DEBT = {("golive.patterns.tokens", "golive.engine.model")}
+
+
 def violations() -> list[str]:
     bad: list[Import] = []
     for name, found in IMPORTS.items():
         for imp in found:
             t = imp.target
+            if (name, t) in KNOWN_DEBT:
+                continue
             if within(name, "golive.engine"):
                 if not within(t, "golive.engine"):
                     bad.append(imp)
@@ -181,6 +190,12 @@ def test_a_cycle_is_found() -> None:
 
 
 # --- the rules ---------------------------------------------------------------
+
+
+def test_known_debt_is_still_there() -> None:
+    """A paid debt must leave KNOWN_DEBT, or it would hide a new violation later."""
+    for name, target in KNOWN_DEBT:
+        assert any(i.target == target for i in IMPORTS[name]), (name, target)
 
 
 def test_layers_import_only_downwards() -> None:
