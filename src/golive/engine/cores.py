@@ -11,7 +11,7 @@ left to golive take all the cores while they are the only one with work and
 an even share while others have work too (idle 1.12x / 1.03x, busy 0.82x /
 0.61x), set before each decode with `llama_set_n_threads` (a field of the
 context's parameters: no pool is rebuilt). Cores other processes keep busy
-are left to them (`CoTenants`).
+are left to them (`CoTenants`) when GOLIVE_YIELD_BUSY_CORES=1.
 """
 
 from __future__ import annotations
@@ -91,4 +91,7 @@ class CoreShare:
             return max(1, cores // max(1, len(self._busy)))
 
 
-SHARED = CoreShare()
+# Off unless asked for: a thread count that follows other processes' load changes
+# llama.cpp's reduction order from step to step, so a seeded request at temperature > 0
+# could give another text on a busy machine (tests/test_openai_chat.py caught it).
+SHARED = CoreShare(watch_load=os.environ.get("GOLIVE_YIELD_BUSY_CORES") == "1")
