@@ -3,7 +3,7 @@
     python benchmarks/bench_contention.py [--quick] [--rounds N]
 
 On a shared machine another process may hold a core. This runs each server
-(golive with its default threads, which leave cores other processes keep busy,
+(golive with GOLIVE_YIELD_BUSY_CORES=1, which leaves cores other processes keep busy,
 golive fixed at 2 and at 1 thread, llama-cpp-python's server with 2 threads;
 same GGUF) quiet and then beside a co-tenant that spins on one core
 for the length of the measurement (a bounded busy loop, stopped afterwards),
@@ -76,13 +76,15 @@ def main() -> None:
     two = server_commands(model, 2, None)
     one = server_commands(model, 1, None)
     auto = server_commands(model, 0, None)  # --threads 0: golive decides (engine/cores.py)
-    servers = {"golive, default threads": auto["golive"], "golive, 2 threads": two["golive"],
+    servers = {"golive, yielding busy cores": auto["golive"], "golive, 2 threads": two["golive"],
                "golive, 1 thread": one["golive"], "llama_cpp.server, 2 threads": two["peer"]}
     runs: dict[str, dict[str, list]] = {n: {"quiet": [], "loaded": []} for n in servers}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name, argv in (servers.items() if r % 2 == 0 else reversed(servers.items())):
                 env = {"GOLIVE_DATA_DIR": tmp}
+                if name.startswith("golive, yielding"):
+                    env["GOLIVE_YIELD_BUSY_CORES"] = "1"  # engine/cores.py, opt-in
                 with running_server(f"contention-{r}", argv, env) as server:
                     quiet = asyncio.run(measure(server, args.streams))
                     with busy_core(600):
