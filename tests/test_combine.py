@@ -15,7 +15,7 @@ import pytest
 from conftest import MODEL
 from pydantic import BaseModel
 
-from golive.api.schema_check import check_strict_schema
+from golive import schema_rules
 from golive.patterns.combine import Combined, Task, combine, combine_sync, strict_schema
 
 REVIEW = ("I bought the Zephyr kettle in March. It boils fast and looks great, but the lid "
@@ -49,7 +49,7 @@ def test_combined_schema_has_one_field_per_task() -> None:
     c = Combined(TASKS)
     assert list(c.schema["properties"]) == [t.name for t in TASKS]
     assert c.schema["required"] == [t.name for t in TASKS]
-    check_strict_schema(c.schema)
+    schema_rules.check(c.schema)
     assert c.strict
     assert c.response_format()["json_schema"]["strict"] is True
     assert "- product_name: Which product is reviewed?" in c.messages(REVIEW)[1]["content"]
@@ -63,7 +63,7 @@ def test_short_keys_round_trip() -> None:
     # nested property names are shortened too, their long name kept as description
     inner = props["d"]["properties"]
     assert set(inner) == {c.to_short["email"], c.to_short["answered_quickly"]}
-    check_strict_schema(c.schema)
+    schema_rules.check(c.schema)
     answer = {"a": "mixed", "b": "Zephyr kettle", "c": 4,
               "d": {c.to_short["email"]: "help@zephyr.example", c.to_short["answered_quickly"]:
                     True}}
@@ -101,7 +101,7 @@ def test_defs_and_recursion_are_embedded() -> None:
     assert c.schema["properties"]["points"]["properties"]["p"]["items"] == {"$ref": "#/$defs/t1_pt"}
     text = json.dumps(c.schema)
     assert '"#/$defs/Node"' not in text and '"#/$defs/pt"' not in text
-    check_strict_schema(c.schema)
+    schema_rules.check(c.schema)
     ok = c.parse(json.dumps({"tree": {"label": "r", "children": [{"label": "c", "children": []}]},
                              "points": {"p": [{"x": 1}, {"x": 2.5}]}}))
     assert all(r.ok for r in ok.values()), ok
@@ -122,7 +122,7 @@ def test_root_recursion_is_embedded() -> None:
 def test_strict_schema_from_pydantic() -> None:
     s = strict_schema(Contact)
     assert s["additionalProperties"] is False and s["required"] == ["email", "answered_quickly"]
-    check_strict_schema(s)
+    schema_rules.check(s)
 
 
 def test_bad_tasks() -> None:

@@ -33,8 +33,7 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, ValidationError
 
-from golive.api.schema_check import check_strict_schema
-from golive.engine.types import InvalidRequest
+from golive.schema_rules import is_strict
 
 __all__ = ["Combined", "CombineResult", "Task", "TaskResult", "combine", "combine_sync",
            "strict_schema"]
@@ -163,13 +162,8 @@ class Combined:
                     self.to_short[prop] = next(gen)
         self.to_long = {v: k for k, v in self.to_short.items()}
         self.schema = _rename(long_schema, self.to_short) if short_keys else long_schema
-        if strict is None:
-            try:
-                check_strict_schema(self.schema)
-                strict = True
-            except InvalidRequest:
-                strict = False
-        self.strict = strict
+        # OpenAI's strict rules, the same ones the server applies (golive.schema_rules)
+        self.strict = is_strict(self.schema) if strict is None else strict
 
     def key(self, task: Task) -> str:
         return self.to_short.get(task.name, task.name)
