@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from golive.evals.spec import Example
+from golive.evals.dataset import Example
 from golive.observe.record import RequestRecord
 from golive.observe.requestlog import RequestLog
 

@@ -7,8 +7,9 @@ from typing import Any
 from jinja2 import StrictUndefined, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from golive.evals.dataset import Example
 from golive.evals.errors import EvalError
-from golive.evals.spec import Example, ResolvedVariant
+from golive.evals.spec import ResolvedVariant
 
 # StrictUndefined: a typo in a template variable is an error, not an empty prompt.
 _ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)

@@ -18,11 +18,11 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from golive.evals.client import Completion, JudgeCallError, ModelCaller
-from golive.evals.dataset import load_examples
+from golive.evals.dataset import Example, load_examples
 from golive.evals.errors import EvalError
 from golive.evals.graders import Grade, GradeInput, Grader, build_grader
 from golive.evals.prompts import build_messages, expected_text
-from golive.evals.spec import (EvalSpec, Example, PairwiseGrader, ResolvedVariant, load_spec,
+from golive.evals.spec import (EvalSpec, PairwiseGrader, ResolvedVariant, load_spec,
                                resolve_variants)
 from golive.evals.stats import mean, p, std
 from golive.evals.store import EvalStore, cache_key
