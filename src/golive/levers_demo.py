@@ -379,7 +379,7 @@ class DemoServer(LocalServer):
     def __init__(self, *args: str):
         self._tmp = tempfile.TemporaryDirectory(prefix="golive-levers-")
         super().__init__(args, env={"GOLIVE_DATA_DIR": self._tmp.name},
-                         log_path=Path(self._tmp.name) / "server.log")
+                         log_path=Path(self._tmp.name) / "server.log", ready_timeout=180)
 
     def stop(self) -> None:
         super().stop()

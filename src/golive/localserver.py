@@ -6,8 +6,9 @@ The tests, the benchmarks and `golive levers demo` all start one the same way:
         OpenAI(base_url=server.base_url, api_key="x")
 
 - a free 127.0.0.1 port unless `port` is given;
-- `golive serve --port PORT ARGS...` through this environment's `golive` console
-  script (next to the interpreter), else `python -m golive.commands`;
+- `python -m golive.commands serve --host 127.0.0.1 --port PORT ARGS...` with this
+  interpreter (so the server runs the golive the caller imports, console script
+  or not), or with `command=` any other server's argv;
 - ready when GET `ready_path` (default `/health`) answers 200, within
   `ready_timeout`; if the process exits first or the time runs out,
   `ServerStartError` says which, with the tail of the server's log;
@@ -28,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -47,9 +48,9 @@ def free_port() -> int:
 
 
 def golive_command() -> list[str]:
-    """How to run `golive` from this interpreter's environment."""
-    script = Path(sys.executable).parent / "golive"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "golive.commands"]
+    """How to run `golive` with this interpreter: the package, not a console script
+    (one may be missing, or belong to another install)."""
+    return [sys.executable, "-m", "golive.commands"]
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -62,7 +63,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
 class LocalServer:
     """One server subprocess on 127.0.0.1; a context manager (start on enter, stop on exit).
 
-    args      flags after `golive serve --port PORT`
+    args      flags after `golive serve --host 127.0.0.1 --port PORT`
     port      the port (a free one if None)
     env       added to (not replacing) this process's environment
     log_path  where stdout and stderr go (if None, a temporary file, removed on a clean stop)
@@ -78,23 +79,22 @@ class LocalServer:
         *,
         command: Callable[[int], Sequence[str]] | None = None,
         ready_path: str = "/health",
-        ready_timeout: float = 180.0,
+        ready_timeout: float = 120.0,
         grace: float = 15.0,
     ):
         self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.url + "/v1"
+        self.is_golive = command is None
         if command is None:
-            self.argv = [*golive_command(), "serve", "--port", str(self.port), *args]
+            self.argv = [*golive_command(), "serve", "--host", "127.0.0.1",
+                         "--port", str(self.port), *args]
         else:
             self.argv = [*command(self.port), *args]
         self.env = dict(env or {})
         self._own_log = log_path is None  # a temporary log goes when the run went well
-        if log_path is None:
-            fd, name = tempfile.mkstemp(prefix=f"golive-server-{self.port}-", suffix=".log")
-            os.close(fd)
-            log_path = name
-        self.log_path = Path(log_path)
+        # the temporary one is made by start(): a server never started leaves no file
+        self.log_path: Path | None = None if log_path is None else Path(log_path)
         self.ready_path = ready_path
         self.ready_timeout = ready_timeout
         self.grace = grace
@@ -107,6 +107,10 @@ class LocalServer:
         """Start the process and wait until it is ready; stops it again if it is not."""
         if self.proc is not None:
             raise RuntimeError("server already started")
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix=f"golive-server-{self.port}-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
@@ -127,7 +131,7 @@ class LocalServer:
         return self
 
     def wait_ready(self) -> None:
-        assert self.proc is not None
+        assert self.proc is not None and self.log_path is not None
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -162,7 +166,7 @@ class LocalServer:
         if self._log is not None:
             self._log.close()
             self._log = None
-            if self._own_log:
+            if self._own_log and self.log_path is not None:
                 self.log_path.unlink(missing_ok=True)
 
     @staticmethod
@@ -173,12 +177,19 @@ class LocalServer:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        """GET /health as JSON (raises on an HTTP error)."""
+        r = httpx.get(self.url + "/health", timeout=timeout)
+        r.raise_for_status()
+        return dict(r.json())
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        path = self.log_path
+        return path.read_text(errors="replace") if path is not None and path.exists() else ""
 
     def __enter__(self) -> LocalServer:
         return self.start()
