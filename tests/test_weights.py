@@ -29,6 +29,21 @@ def test_the_default_q4_1_model_is_served_from_a_cached_q8_0_copy(tmp_path, monk
     assert not list((tmp_path / "weights").glob("*.tmp"))
 
 
+def test_the_cache_key_is_the_content_not_the_path(tmp_path, monkeypatch):
+    # logic: the key alone, nothing converted or loaded (the test below converts)
+    monkeypatch.setenv("GOLIVE_CACHE_DIR", str(tmp_path / "cache"))
+    a, b = tmp_path / "clone-a" / "model.gguf", tmp_path / "venv-b" / "other-name.gguf"
+    for i, copy in enumerate((a, b)):
+        copy.parent.mkdir()
+        shutil.copyfile(default_model_path(), copy)
+        os.utime(copy, ns=(10**9 * (i + 1), 10**9 * (i + 1)))  # and their own mtimes
+    assert content_key(a) == content_key(b) and cached_path(a) == cached_path(b)
+    assert cached_path(a).parent == tmp_path / "cache" / "weights"
+    with b.open("ab") as f:  # same path, same name: another content, another key
+        f.write(b"\0")
+    assert cached_path(b) != cached_path(a)
+
+
 def test_copies_of_one_gguf_at_different_paths_share_one_cached_conversion(tmp_path,
                                                                           monkeypatch):
     monkeypatch.setenv("GOLIVE_CACHE_DIR", str(tmp_path / "cache"))
